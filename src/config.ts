@@ -1,0 +1,111 @@
+// Configuration: read from the environment once at start, validated, frozen.
+// A bad value stops the server with one line that names the variable.
+import path from 'node:path';
+import ms from 'ms';
+
+export type Durability = 'fsync' | 'commit';
+export type LogLevel = 'fatal' | 'error' | 'warn' | 'info' | 'debug' | 'trace' | 'silent';
+
+export interface Config {
+  readonly port: number;
+  readonly host: string;
+  readonly dataDir: string;
+  /** Unset: an embedded Postgres is started under `dataDir`. */
+  readonly databaseUrl: string | null;
+  readonly acceptorThreads: number;
+  readonly adminToken: string | null;
+  readonly durability: Durability;
+  readonly dedupWindowMs: number;
+  readonly logLevel: LogLevel;
+  /** Appends not yet committed, across all acceptor threads; over it: 503 overloaded. */
+  readonly logMaxInFlight: number;
+  /** Orgs one instance can rate-limit at once (slots in the shared table). */
+  readonly rateLimitSlots: number;
+  readonly databasePoolSize: number;
+  readonly embeddedPostgresPort: number;
+}
+
+export class ConfigError extends Error {
+  constructor(readonly variable: string, problem: string) {
+    super(`${variable}: ${problem}`);
+    this.name = 'ConfigError';
+  }
+}
+
+/** Describes every variable once; docs and the README table are written from it. */
+export const CONFIG_VARIABLES = [
+  ['PORT', '8080', 'HTTP port; 0 picks a free one (printed in the `listening` log line).'],
+  ['HOST', '0.0.0.0', 'Address to listen on.'],
+  ['DATA_DIR', './data', 'LMDB log and, without DATABASE_URL, the embedded Postgres.'],
+  ['DATABASE_URL', '(embedded)', 'Postgres connection string. Unset: an embedded Postgres under DATA_DIR/postgres.'],
+  ['ACCEPTOR_THREADS', '1', 'HTTP acceptor threads (1..64) sharing the port via SO_REUSEPORT.'],
+  ['ADMIN_TOKEN', '(unset)', 'When set, POST /api/keys/generate needs `Authorization: Bearer <ADMIN_TOKEN>`.'],
+  ['DURABILITY', 'fsync', '`fsync`: 202 after the commit is flushed to disk (survives power loss). `commit`: 202 after the LMDB commit (survives kill -9 only).'],
+  ['DEDUP_WINDOW', '24h', 'How long a dedup_id is remembered (e.g. 90s, 30m, 24h, 7d).'],
+  ['LOG_LEVEL', 'info', 'fatal, error, warn, info, debug, trace or silent.'],
+  ['LOG_MAX_IN_FLIGHT', '16384', 'Uncommitted appends allowed at once; beyond it POST /api/events answers 503 overloaded.'],
+  ['RATE_LIMIT_SLOTS', '65536', 'Capacity of the shared rate-limit table (organisations active in one instance).'],
+  ['DATABASE_POOL_SIZE', '4', 'Postgres connections per thread.'],
+  ['EMBEDDED_POSTGRES_PORT', '54329', 'Port of the embedded Postgres (only without DATABASE_URL).'],
+] as const;
+
+type Env = Record<string, string | undefined>;
+
+function integer(env: Env, name: string, fallback: number, min: number, max: number): number {
+  const raw = env[name];
+  if (raw === undefined || raw === '') return fallback;
+  if (!/^\d+$/.test(raw)) throw new ConfigError(name, `expected a whole number, got "${raw}"`);
+  const value = Number(raw);
+  if (value < min || value > max) throw new ConfigError(name, `must be between ${min} and ${max}, got ${value}`);
+  return value;
+}
+
+function oneOf<T extends string>(env: Env, name: string, fallback: T, allowed: readonly T[]): T {
+  const raw = env[name];
+  if (raw === undefined || raw === '') return fallback;
+  if (!(allowed as readonly string[]).includes(raw)) {
+    throw new ConfigError(name, `must be one of ${allowed.join(', ')}, got "${raw}"`);
+  }
+  return raw as T;
+}
+
+/** Parses `90s`, `30m`, `24h`, `7d` (or plain milliseconds) into milliseconds. */
+export function parseDuration(name: string, raw: string): number {
+  const value = /^\d+$/.test(raw) ? Number(raw) : ms(raw as ms.StringValue);
+  if (typeof value !== 'number' || !Number.isFinite(value) || value <= 0) {
+    throw new ConfigError(name, `expected a positive duration such as 30s, 5m, 24h, got "${raw}"`);
+  }
+  return value;
+}
+
+function duration(env: Env, name: string, fallback: string): number {
+  const raw = env[name];
+  return parseDuration(name, raw === undefined || raw === '' ? fallback : raw);
+}
+
+function optional(env: Env, name: string): string | null {
+  const raw = env[name];
+  return raw === undefined || raw === '' ? null : raw;
+}
+
+export function loadConfig(env: Env = process.env): Config {
+  const databaseUrl = optional(env, 'DATABASE_URL');
+  if (databaseUrl !== null && !/^postgres(ql)?:\/\//.test(databaseUrl)) {
+    throw new ConfigError('DATABASE_URL', 'must start with postgres:// or postgresql://');
+  }
+  return Object.freeze({
+    port: integer(env, 'PORT', 8080, 0, 65535),
+    host: env.HOST || '0.0.0.0',
+    dataDir: path.resolve(env.DATA_DIR || './data'),
+    databaseUrl,
+    acceptorThreads: integer(env, 'ACCEPTOR_THREADS', 1, 1, 64),
+    adminToken: optional(env, 'ADMIN_TOKEN'),
+    durability: oneOf<Durability>(env, 'DURABILITY', 'fsync', ['fsync', 'commit']),
+    dedupWindowMs: duration(env, 'DEDUP_WINDOW', '24h'),
+    logLevel: oneOf<LogLevel>(env, 'LOG_LEVEL', 'info', ['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent']),
+    logMaxInFlight: integer(env, 'LOG_MAX_IN_FLIGHT', 16384, 1, 250_000),
+    rateLimitSlots: integer(env, 'RATE_LIMIT_SLOTS', 65536, 16, 1 << 24),
+    databasePoolSize: integer(env, 'DATABASE_POOL_SIZE', 4, 1, 100),
+    embeddedPostgresPort: integer(env, 'EMBEDDED_POSTGRES_PORT', 54329, 1, 65535),
+  });
+}

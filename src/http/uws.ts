@@ -1,0 +1,28 @@
+// The only importer of uWebSockets.js. The npm build we use silently falls back to a slow
+// pure-JS server when its native addon fails to load; we refuse to run on that fallback.
+import uWS from 'uWebSockets.js';
+
+export type { HttpRequest, HttpResponse, TemplatedApp, us_listen_socket } from 'uWebSockets.js';
+
+if (!String(uWS.App).includes('[native code]')) {
+  throw new Error('uWebSockets.js native addon did not load (pure-JS fallback detected); refusing to start');
+}
+
+export const createApp = (): uWS.TemplatedApp => uWS.App();
+export const closeListenSocket = (socket: uWS.us_listen_socket): void => uWS.us_listen_socket_close(socket);
+export const listenPort = (socket: uWS.us_listen_socket): number => uWS.us_socket_local_port(socket);
+
+/**
+ * uWS sets SO_REUSEPORT only on a fixed port: with PORT=0 the other acceptor threads could not
+ * join the ephemeral port. So PORT=0 is resolved to a free port first, then everyone binds it.
+ */
+export function freePort(host: string): Promise<number> {
+  return new Promise((resolve, reject) => {
+    uWS.App().listen(host, 0, (socket) => {
+      if (!socket) return reject(new Error(`cannot listen on ${host}:0`));
+      const port = uWS.us_socket_local_port(socket);
+      uWS.us_listen_socket_close(socket);
+      resolve(port);
+    });
+  });
+}

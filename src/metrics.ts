@@ -1,0 +1,70 @@
+// Metrics kept in shared memory (every acceptor thread adds to the same counters with Atomics)
+// and rendered by prom-client from whichever thread serves GET /metrics.
+import client from 'prom-client';
+import { ERROR_CODES, type ErrorCode } from './errors.ts';
+import { COUNTER, LATENCY_BUCKETS, type SharedBuffers } from './protocol.ts';
+
+type MetricValue = { value: number; labels?: Record<string, string | number>; metricName?: string };
+
+export class Metrics {
+  private readonly counters: BigInt64Array;
+  private readonly registry = new client.Registry();
+
+  constructor(shared: SharedBuffers, gauges: { logEntries: () => number }) {
+    this.counters = new BigInt64Array(shared.counters);
+    this.register('triggers_events_accepted_total', 'Events accepted (202 or accepted in a batch).', 'counter', () => [
+      { value: this.read(COUNTER.ACCEPTED) },
+    ]);
+    this.register('triggers_events_rejected_total', 'Events rejected, by error code.', 'counter', () =>
+      ERROR_CODES.map((code, i) => ({ value: this.read(COUNTER.REJECTED_BASE + i), labels: { code } })),
+    );
+    this.register('triggers_ingest_latency_seconds', 'From request start to the durable 202.', 'histogram', () =>
+      this.latencyValues(),
+    );
+    this.register('triggers_log_entries', 'Entries in the local LMDB log.', 'gauge', () => [{ value: gauges.logEntries() }]);
+  }
+
+  private read(slot: number): number {
+    return Number(Atomics.load(this.counters, slot));
+  }
+
+  private register(name: string, help: string, type: 'counter' | 'gauge' | 'histogram', values: () => MetricValue[]): void {
+    // prom-client renders any object with this shape (its own metrics are the same).
+    this.registry.registerMetric({ name, help, type, aggregator: 'sum', get: () => ({ name, help, type, values: values(), aggregator: 'sum' }) } as never);
+  }
+
+  private latencyValues(): MetricValue[] {
+    const name = 'triggers_ingest_latency_seconds';
+    const values: MetricValue[] = [];
+    let cumulative = 0;
+    LATENCY_BUCKETS.forEach((le, i) => {
+      cumulative += this.read(COUNTER.LATENCY_BASE + i);
+      values.push({ value: cumulative, labels: { le }, metricName: `${name}_bucket` });
+    });
+    cumulative += this.read(COUNTER.LATENCY_BASE + LATENCY_BUCKETS.length);
+    values.push({ value: cumulative, labels: { le: '+Inf' }, metricName: `${name}_bucket` });
+    values.push({ value: this.read(COUNTER.LATENCY_SUM_US) / 1e6, metricName: `${name}_sum` });
+    values.push({ value: cumulative, metricName: `${name}_count` });
+    return values;
+  }
+
+  accepted(count: number, latencySeconds: number): void {
+    Atomics.add(this.counters, COUNTER.ACCEPTED, BigInt(count));
+    let bucket = LATENCY_BUCKETS.findIndex((le) => latencySeconds <= le);
+    if (bucket === -1) bucket = LATENCY_BUCKETS.length;
+    Atomics.add(this.counters, COUNTER.LATENCY_BASE + bucket, 1n);
+    Atomics.add(this.counters, COUNTER.LATENCY_SUM_US, BigInt(Math.round(latencySeconds * 1e6)));
+  }
+
+  rejected(code: ErrorCode, count = 1): void {
+    Atomics.add(this.counters, COUNTER.REJECTED_BASE + ERROR_CODES.indexOf(code), BigInt(count));
+  }
+
+  render(): Promise<string> {
+    return this.registry.metrics();
+  }
+
+  get contentType(): string {
+    return this.registry.contentType;
+  }
+}

@@ -1,0 +1,70 @@
+// The cross-thread protocol, in one place: what the main thread hands an acceptor thread,
+// the messages they exchange, and the layout of the shared memory they both touch.
+import type { Config } from './config.ts';
+import { ERROR_CODES } from './errors.ts';
+
+/** Slots of the `control` Int32Array. */
+export const CONTROL = {
+  /** Appends handed to LMDB and not yet answered, across threads (the overload cap). */
+  IN_FLIGHT: 0,
+  /** 1 while the instance accepts events; 0 while starting or draining for shutdown. */
+  READY: 1,
+} as const;
+const CONTROL_SLOTS = 2;
+
+/** Upper bounds (seconds) of the ingest latency histogram; the last bucket is +Inf. */
+export const LATENCY_BUCKETS = [0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 1] as const;
+
+/** Slots of the `counters` BigInt64Array. */
+export const COUNTER = {
+  ACCEPTED: 0,
+  /** Sum of ingest latencies in microseconds. */
+  LATENCY_SUM_US: 1,
+  /** One slot per error code, in ERROR_CODES order. */
+  REJECTED_BASE: 2,
+  /** One slot per latency bucket plus +Inf. */
+  LATENCY_BASE: 2 + ERROR_CODES.length,
+} as const;
+const COUNTER_SLOTS = COUNTER.LATENCY_BASE + LATENCY_BUCKETS.length + 1;
+
+/** Shared memory created once by the main thread and passed to every acceptor. */
+export interface SharedBuffers {
+  control: SharedArrayBuffer;
+  counters: SharedArrayBuffer;
+  /** Rate-limit table: org number per slot (0 = free), claimed with compareExchange. */
+  rateOrgs: SharedArrayBuffer;
+  /** Per slot: bumped when the org's key is rotated; cached keys of an older generation are void. */
+  keyGenerations: SharedArrayBuffer;
+  /** Per slot: GCRA theoretical arrival time, nanoseconds on the process's monotonic clock. */
+  rateTat: SharedArrayBuffer;
+}
+
+export function createSharedBuffers(rateLimitSlots: number): SharedBuffers {
+  return {
+    control: new SharedArrayBuffer(CONTROL_SLOTS * Int32Array.BYTES_PER_ELEMENT),
+    counters: new SharedArrayBuffer(COUNTER_SLOTS * BigInt64Array.BYTES_PER_ELEMENT),
+    rateOrgs: new SharedArrayBuffer(rateLimitSlots * Int32Array.BYTES_PER_ELEMENT),
+    keyGenerations: new SharedArrayBuffer(rateLimitSlots * Int32Array.BYTES_PER_ELEMENT),
+    rateTat: new SharedArrayBuffer(rateLimitSlots * BigInt64Array.BYTES_PER_ELEMENT),
+  };
+}
+
+/** `workerData` of an acceptor thread. */
+export interface AcceptorInit {
+  config: Config;
+  databaseUrl: string;
+  shared: SharedBuffers;
+  /** The thread's index: its log partition. The main thread is acceptor 0. */
+  index: number;
+  /** The port the main thread bound (resolves PORT=0 for every thread). */
+  port: number;
+}
+
+export type MainToAcceptor =
+  /** Stop listening, answer what is in flight, then reply `closed`. */
+  { kind: 'close' };
+
+export type AcceptorToMain =
+  | { kind: 'listening' }
+  | { kind: 'closed' }
+  | { kind: 'fatal'; message: string };

@@ -7,12 +7,14 @@ import { initDigests } from './digest.ts';
 import { Router } from './http/router.ts';
 import { closeListenSocket, createApp, listenPort, type us_listen_socket } from './http/uws.ts';
 import { EventLog } from './log/event-log.ts';
+import { LogProgress } from './log/progress.ts';
 import { createLogger } from './logger.ts';
 import { Metrics } from './metrics.ts';
 import { CONTROL, type SharedBuffers } from './protocol.ts';
 import { RateLimiter } from './rate-limit.ts';
 import { eventRoutes } from './routes/events.ts';
 import { healthRoutes } from './routes/health.ts';
+import { inboxRoutes } from './routes/inbox.ts';
 import { keyRoutes } from './routes/keys.ts';
 
 export interface Acceptor {
@@ -29,10 +31,11 @@ export async function createContext(config: Config, databaseUrl: string, shared:
   await initDigests();
   const logger = createLogger(config.logLevel, { thread: index });
   const sql = connect(databaseUrl, { max: config.databasePoolSize });
-  const log = EventLog.open({ dataDir: config.dataDir, partition: index, durability: config.durability, dedupWindowMs: config.dedupWindowMs });
+  const progress = new LogProgress(shared);
+  const log = new EventLog({ dataDir: config.dataDir, partition: index, durability: config.durability, dedupWindowMs: config.dedupWindowMs, progress });
   const limiter = new RateLimiter(shared);
   const keys = new KeyCache(sql, limiter, shared);
-  const metrics = new Metrics(shared, { logEntries: () => log.backlog() });
+  const metrics = new Metrics(shared, log);
   return { config, logger, sql, log, keys, limiter, metrics, control: new Int32Array(shared.control) };
 }
 
@@ -40,6 +43,7 @@ export async function startAcceptor(ctx: AcceptorContext, port: number): Promise
   const app = createApp();
   const router = new Router(app, (error, head) => ctx.logger.error({ err: error, method: head.method, url: head.url }, 'unexpected error'));
   eventRoutes(router, ctx);
+  inboxRoutes(router, ctx);
   keyRoutes(router, ctx);
   healthRoutes(router, ctx);
   router.finish();

@@ -23,6 +23,16 @@ export interface Config {
   readonly rateLimitSlots: number;
   readonly databasePoolSize: number;
   readonly embeddedPostgresPort: number;
+  /** Piscina threads writing drain batches to Postgres. */
+  readonly persistWorkers: number;
+  readonly persistBatchSize: number;
+  /** How long the drain waits after new appends to gather a larger batch. */
+  readonly persistLingerMs: number;
+  /** Undrained events the log may hold (Postgres down or slow); beyond it: 503 overloaded. */
+  readonly logMaxBacklog: number;
+  readonly retentionDays: number;
+  /** At shutdown, how long to wait for the log to drain into Postgres. */
+  readonly shutdownDrainMs: number;
 }
 
 export class ConfigError extends Error {
@@ -47,6 +57,12 @@ export const CONFIG_VARIABLES = [
   ['RATE_LIMIT_SLOTS', '65536', 'Capacity of the shared rate-limit table (organisations active in one instance).'],
   ['DATABASE_POOL_SIZE', '4', 'Postgres connections per thread.'],
   ['EMBEDDED_POSTGRES_PORT', '54329', 'Port of the embedded Postgres (only without DATABASE_URL).'],
+  ['PERSIST_WORKERS', '1', 'Piscina threads that write drained batches into Postgres (1..16).'],
+  ['PERSIST_BATCH_SIZE', '2000', 'Most events in one drain batch (one INSERT).'],
+  ['PERSIST_LINGER', '0', 'Wait this long after new appends to gather a larger batch (e.g. 2ms); 0 drains at once.'],
+  ['LOG_MAX_BACKLOG', '5000000', 'Undrained events the log may hold while Postgres is down or slow; beyond it 503 overloaded.'],
+  ['RETENTION_DAYS', '7', 'Delivered, acknowledged and failed events older than this are deleted.'],
+  ['SHUTDOWN_DRAIN_TIMEOUT', '10s', 'On SIGTERM, how long to wait for the log to drain into Postgres before exiting (the rest drains at next start).'],
 ] as const;
 
 type Env = Record<string, string | undefined>;
@@ -78,9 +94,9 @@ export function parseDuration(name: string, raw: string): number {
   return value;
 }
 
-function duration(env: Env, name: string, fallback: string): number {
-  const raw = env[name];
-  return parseDuration(name, raw === undefined || raw === '' ? fallback : raw);
+function duration(env: Env, name: string, fallback: string, allowZero = false): number {
+  const raw = env[name] === undefined || env[name] === '' ? fallback : env[name]!;
+  return allowZero && /^0+(ms|s)?$/.test(raw) ? 0 : parseDuration(name, raw);
 }
 
 function optional(env: Env, name: string): string | null {
@@ -107,5 +123,11 @@ export function loadConfig(env: Env = process.env): Config {
     rateLimitSlots: integer(env, 'RATE_LIMIT_SLOTS', 65536, 16, 1 << 24),
     databasePoolSize: integer(env, 'DATABASE_POOL_SIZE', 4, 1, 100),
     embeddedPostgresPort: integer(env, 'EMBEDDED_POSTGRES_PORT', 54329, 1, 65535),
+    persistWorkers: integer(env, 'PERSIST_WORKERS', 1, 1, 16),
+    persistBatchSize: integer(env, 'PERSIST_BATCH_SIZE', 2000, 1, 50_000),
+    persistLingerMs: duration(env, 'PERSIST_LINGER', '0', true),
+    logMaxBacklog: integer(env, 'LOG_MAX_BACKLOG', 5_000_000, 1, 1_000_000_000),
+    retentionDays: integer(env, 'RETENTION_DAYS', 7, 1, 36_500),
+    shutdownDrainMs: duration(env, 'SHUTDOWN_DRAIN_TIMEOUT', '10s', true),
   });
 }

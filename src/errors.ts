@@ -15,7 +15,7 @@ export const ERRORS = {
   duplicate_event: [409, 'An event with this dedup_id was already accepted.'],
   rate_limited: [429, 'Rate limit exceeded for this organization.'],
   overloaded: [503, 'The server is overloaded; retry later.'],
-  not_ready: [503, 'The server is not ready.'],
+  database_unavailable: [503, 'Recent events are not readable yet (the database is behind or unreachable); retry shortly.', [['retry-after', '1']]],
   internal_error: [500, 'Internal error.'],
 } as const satisfies Record<string, readonly [number, string, ...(readonly (readonly [string, string])[])[]]>;
 

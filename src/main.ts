@@ -8,11 +8,43 @@ import { KEY_ROTATED_CHANNEL } from './auth/organizations.ts';
 import { ConfigError, loadConfig, type Config } from './config.ts';
 import { startEmbeddedPostgres } from './db/embedded.ts';
 import { migrate } from './db/migrations.ts';
+import type { Sql } from './db/postgres.ts';
+import { idFloor } from './events/ids.ts';
+import { deleteFinished } from './events/store.ts';
+import { Drain } from './pipeline/drain.ts';
 import { freePort } from './http/uws.ts';
 import { createLogger } from './logger.ts';
 import { CONTROL, createSharedBuffers, type AcceptorInit, type AcceptorToMain, type MainToAcceptor } from './protocol.ts';
 
 const DEDUP_SWEEP_INTERVAL_MS = 60_000;
+const RETENTION_INTERVAL_MS = 60_000;
+const UTILIZATION_SAMPLE_MS = 1_000;
+const RETENTION_BATCH = 1_000;
+
+/** Runs a background chore on an interval; its failures are logged, never thrown. */
+function every(intervalMs: number, chore: () => unknown, name: string): NodeJS.Timeout {
+  const timer = setInterval(async () => {
+    try {
+      await chore();
+    } catch (error) {
+      logger.error({ err: error }, `${name} failed`);
+    }
+  }, intervalMs);
+  timer.unref();
+  return timer;
+}
+
+/** Deletes finished events older than the retention, in small batches so no lock is held long. */
+async function deleteExpired(sql: Sql, retentionDays: number): Promise<void> {
+  const before = idFloor(Date.now() - retentionDays * 86_400_000);
+  let deleted = 0;
+  for (;;) {
+    const batch = await deleteFinished(sql, before, RETENTION_BATCH);
+    deleted += batch;
+    if (batch < RETENTION_BATCH) break;
+  }
+  if (deleted > 0) logger.info({ deleted }, 'retention removed finished events');
+}
 
 let config: Config;
 try {
@@ -61,6 +93,7 @@ async function main(config: Config): Promise<void> {
   if (applied.length > 0) logger.info({ applied }, 'migrations applied');
 
   const port = config.port === 0 && config.acceptorThreads > 1 ? await freePort(config.host) : config.port;
+  ctx.log.recover();
   const acceptor = await startAcceptor(ctx, port);
   const threads = await Promise.all(
     Array.from({ length: config.acceptorThreads - 1 }, (_, i) =>
@@ -73,10 +106,13 @@ async function main(config: Config): Promise<void> {
   await ctx.sql.listen(KEY_ROTATED_CHANNEL, (payload) => {
     ctx.keys.revoke(ctx.limiter.slotFor(Number(payload)));
   });
-  const sweeper = setInterval(() => {
-    ctx.log.sweepExpiredDedup(Date.now()).catch((error) => logger.error({ err: error }, 'dedup sweep failed'));
-  }, DEDUP_SWEEP_INTERVAL_MS);
-  sweeper.unref();
+  const drain = new Drain(ctx.log, ctx.log.progress, config, databaseUrl, logger, ctx.metrics);
+  drain.start();
+  const chores = [
+    every(DEDUP_SWEEP_INTERVAL_MS, () => ctx.log.sweepExpiredDedup(Date.now()), 'dedup sweep'),
+    every(RETENTION_INTERVAL_MS, () => deleteExpired(ctx.sql, config.retentionDays), 'retention'),
+    every(UTILIZATION_SAMPLE_MS, () => drain.sampleUtilization(), 'utilization sample'),
+  ];
 
   Atomics.store(ctx.control, CONTROL.READY, 1);
   logger.info({ port: acceptor.port, acceptorThreads: config.acceptorThreads, durability: config.durability }, 'listening');
@@ -87,9 +123,11 @@ async function main(config: Config): Promise<void> {
     stopping = true;
     logger.info({ signal }, 'shutting down');
     Atomics.store(ctx.control, CONTROL.READY, 0);
-    clearInterval(sweeper);
+    chores.forEach(clearInterval);
     await Promise.all(threads.map(closeThread));
     await acceptor.close();
+    const drained = await drain.stop(config.shutdownDrainMs);
+    if (!drained) logger.warn('log not fully drained at shutdown; the rest drains at the next start');
     await ctx.log.close();
     await embedded?.stop();
     logger.info('stopped');

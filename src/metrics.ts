@@ -2,7 +2,8 @@
 // and rendered by prom-client from whichever thread serves GET /metrics.
 import client from 'prom-client';
 import { ERROR_CODES, type ErrorCode } from './errors.ts';
-import { COUNTER, LATENCY_BUCKETS, type SharedBuffers } from './protocol.ts';
+import type { EventLog } from './log/event-log.ts';
+import { CONTROL, COUNTER, LATENCY_BUCKETS, type SharedBuffers } from './protocol.ts';
 
 type MetricValue = { value: number; labels?: Record<string, string | number>; metricName?: string };
 
@@ -10,8 +11,9 @@ export class Metrics {
   private readonly counters: BigInt64Array;
   private readonly registry = new client.Registry();
 
-  constructor(shared: SharedBuffers, gauges: { logEntries: () => number }) {
+  constructor(shared: SharedBuffers, log: EventLog) {
     this.counters = new BigInt64Array(shared.counters);
+    const control = new Int32Array(shared.control);
     this.register('triggers_events_accepted_total', 'Events accepted (202 or accepted in a batch).', 'counter', () => [
       { value: this.read(COUNTER.ACCEPTED) },
     ]);
@@ -21,7 +23,22 @@ export class Metrics {
     this.register('triggers_ingest_latency_seconds', 'From request start to the durable 202.', 'histogram', () =>
       this.latencyValues(),
     );
-    this.register('triggers_log_entries', 'Entries in the local LMDB log.', 'gauge', () => [{ value: gauges.logEntries() }]);
+    this.register('triggers_log_backlog', 'Accepted events in the local log not yet in Postgres.', 'gauge', () => [
+      { value: log.progress.backlog() },
+    ]);
+    this.register('triggers_drain_lag_seconds', 'Age of the oldest event not yet in Postgres (0 when caught up).', 'gauge', () => {
+      const oldest = log.oldestUndrained();
+      return [{ value: oldest === null ? 0 : Math.max(0, Date.now() - oldest) / 1000 }];
+    });
+    this.register('triggers_events_drained_total', 'Events written from the log into Postgres.', 'counter', () => [
+      { value: this.read(COUNTER.DRAINED) },
+    ]);
+    this.register('triggers_database_up', '1 while the last drain batch reached Postgres.', 'gauge', () => [
+      { value: Atomics.load(control, CONTROL.DATABASE_UP) },
+    ]);
+    this.register('triggers_persist_pool_utilization', 'Share of time the persist workers were busy (0..1).', 'gauge', () => [
+      { value: Atomics.load(control, CONTROL.PERSIST_UTILIZATION_PERMILLE) / 1000 },
+    ]);
   }
 
   private read(slot: number): number {
@@ -54,6 +71,10 @@ export class Metrics {
     if (bucket === -1) bucket = LATENCY_BUCKETS.length;
     Atomics.add(this.counters, COUNTER.LATENCY_BASE + bucket, 1n);
     Atomics.add(this.counters, COUNTER.LATENCY_SUM_US, BigInt(Math.round(latencySeconds * 1e6)));
+  }
+
+  drained(count: number): void {
+    Atomics.add(this.counters, COUNTER.DRAINED, BigInt(count));
   }
 
   rejected(code: ErrorCode, count = 1): void {

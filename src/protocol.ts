@@ -9,8 +9,21 @@ export const CONTROL = {
   IN_FLIGHT: 0,
   /** 1 while the instance accepts events; 0 while starting or draining for shutdown. */
   READY: 1,
+  /** Events in the log not yet in Postgres (acceptors add on commit, the drain subtracts). */
+  BACKLOG: 2,
+  /** Bumped (and notified) by acceptors after each commit: wakes the idle drain. */
+  APPENDED: 3,
+  /** Bumped (and notified) by the drain after each watermark advance: wakes read-your-writes waits. */
+  DRAINED: 4,
+  /** 1 while the last drain attempt reached Postgres. */
+  DATABASE_UP: 5,
+  /** Persist pool utilization × 1000, sampled by the main thread. */
+  PERSIST_UTILIZATION_PERMILLE: 6,
 } as const;
-const CONTROL_SLOTS = 2;
+const CONTROL_SLOTS = 7;
+
+/** Log partitions (one per acceptor thread; a later start with fewer threads still drains them all). */
+export const MAX_PARTITIONS = 64;
 
 /** Upper bounds (seconds) of the ingest latency histogram; the last bucket is +Inf. */
 export const LATENCY_BUCKETS = [0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 1] as const;
@@ -20,10 +33,11 @@ export const COUNTER = {
   ACCEPTED: 0,
   /** Sum of ingest latencies in microseconds. */
   LATENCY_SUM_US: 1,
+  DRAINED: 2,
   /** One slot per error code, in ERROR_CODES order. */
-  REJECTED_BASE: 2,
+  REJECTED_BASE: 3,
   /** One slot per latency bucket plus +Inf. */
-  LATENCY_BASE: 2 + ERROR_CODES.length,
+  LATENCY_BASE: 3 + ERROR_CODES.length,
 } as const;
 const COUNTER_SLOTS = COUNTER.LATENCY_BASE + LATENCY_BUCKETS.length + 1;
 
@@ -37,6 +51,12 @@ export interface SharedBuffers {
   keyGenerations: SharedArrayBuffer;
   /** Per slot: GCRA theoretical arrival time, nanoseconds on the process's monotonic clock. */
   rateTat: SharedArrayBuffer;
+  /** Per partition: the last sequence number handed out (BigInt64). */
+  issued: SharedArrayBuffer;
+  /** Per partition: every seq up to this one is resolved (committed, or its conditional write lost). */
+  resolved: SharedArrayBuffer;
+  /** Per partition: every seq up to this one is in Postgres (the persisted watermark). */
+  drained: SharedArrayBuffer;
 }
 
 export function createSharedBuffers(rateLimitSlots: number): SharedBuffers {
@@ -46,6 +66,9 @@ export function createSharedBuffers(rateLimitSlots: number): SharedBuffers {
     rateOrgs: new SharedArrayBuffer(rateLimitSlots * Int32Array.BYTES_PER_ELEMENT),
     keyGenerations: new SharedArrayBuffer(rateLimitSlots * Int32Array.BYTES_PER_ELEMENT),
     rateTat: new SharedArrayBuffer(rateLimitSlots * BigInt64Array.BYTES_PER_ELEMENT),
+    issued: new SharedArrayBuffer(MAX_PARTITIONS * BigInt64Array.BYTES_PER_ELEMENT),
+    resolved: new SharedArrayBuffer(MAX_PARTITIONS * BigInt64Array.BYTES_PER_ELEMENT),
+    drained: new SharedArrayBuffer(MAX_PARTITIONS * BigInt64Array.BYTES_PER_ELEMENT),
   };
 }
 
@@ -68,3 +91,13 @@ export type AcceptorToMain =
   | { kind: 'listening' }
   | { kind: 'closed' }
   | { kind: 'fatal'; message: string };
+
+/** `workerData` of a persist worker (Piscina). */
+export interface PersistInit {
+  databaseUrl: string;
+}
+
+/** One drain batch: msgpackr-packed LogRecord[] in a transferred buffer. */
+export interface PersistTask {
+  records: Uint8Array;
+}

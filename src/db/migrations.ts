@@ -22,6 +22,30 @@ const MIGRATIONS: ReadonlyArray<{ version: number; name: string; sql: string }> 
       );
     `,
   },
+  {
+    version: 2,
+    name: 'events',
+    sql: `
+      create table events (
+        id uuid primary key,  -- UUIDv7: time ordered, the inbox's keyset
+        organization_id uuid not null references organizations (id),
+        type text not null,
+        payload jsonb not null,
+        dedup_id text,
+        status text not null default 'pending'
+          check (status in ('pending', 'delivered', 'failed', 'acknowledged')),
+        received_at timestamptz not null,
+        delivered_at timestamptz,
+        acknowledged_at timestamptz,
+        attempt_count integer not null default 0
+      );
+      -- Inbox: status=all, a single status, and the default (pending + failed) are each an
+      -- index range scan in id order; the partial index holds only what is still undelivered.
+      create index events_org_id on events (organization_id, id);
+      create index events_org_status_id on events (organization_id, status, id);
+      create index events_org_undelivered_id on events (organization_id, id) where status in ('pending', 'failed');
+    `,
+  },
 ];
 
 export async function migrate(sql: Sql): Promise<number[]> {

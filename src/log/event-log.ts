@@ -8,10 +8,15 @@
 //   dedup         dedupKey -> [eventId, expiresAt]  versioned: the version is the accept time, so an
 //                                                    expired entry can be replaced conditionally.
 //   dedup-expiry  expiresAt(8 bytes BE) ++ dedupKey -> version   the sweeper finds expired entries in order.
-//   meta          string -> any                     watermarks and other small state.
+//   meta          ['drained', partition] -> seq     the drain watermark: everything up to it is in Postgres.
+//
+// Entries up to the watermark are compacted away (log and ids) in the transaction that moves it.
 import { open, type Database, type RootDatabase } from 'lmdb';
 import path from 'node:path';
 import type { Durability } from '../config.ts';
+import { newEventId } from '../events/ids.ts';
+import { MAX_PARTITIONS } from '../protocol.ts';
+import type { LogProgress } from './progress.ts';
 
 /** What the log stores per event: compact positional msgpack. The payload stays JSON text. */
 export type LogRecord = [
@@ -26,14 +31,18 @@ export type LogRecord = [
 export type LogKey = [partition: number, seq: number];
 
 export interface AppendRequest {
-  record: LogRecord;
+  organizationId: string;
+  type: string;
+  payloadJson: string;
+  dedupId: string | null;
   /** Present when the event carries a dedup_id. */
   dedupKey: Buffer | null;
 }
 
-export type AppendResult = { ok: true } | { ok: false; duplicateOf: string };
+export type AppendResult = { ok: true; id: string; receivedAt: number } | { ok: false; duplicateOf: string };
 
 type DedupValue = [eventId: string, expiresAt: number];
+type MetaKey = ['drained', number];
 
 const MAX_SEQ = Number.MAX_SAFE_INTEGER;
 /** A conditional append can lose a race to the sweeper or to another thread; re-read and retry. */
@@ -46,36 +55,55 @@ function expiryKey(expiresAt: number, dedupKey: Buffer): Buffer {
   return key;
 }
 
+export interface LogOptions {
+  dataDir: string;
+  /** The acceptor thread's index: the partition it appends to. */
+  partition: number;
+  durability: Durability;
+  dedupWindowMs: number;
+  progress: LogProgress;
+}
+
 export class EventLog {
   private readonly root: RootDatabase;
   private readonly log: Database<LogRecord, LogKey>;
   private readonly ids: Database<LogKey, string>;
   private readonly dedup: Database<DedupValue, Buffer>;
   private readonly dedupExpiry: Database<number, Buffer>;
-  private nextSeq = 1;
+  private readonly meta: Database<number, MetaKey>;
+  private readonly partition: number;
+  private readonly durability: Durability;
+  private readonly dedupWindowMs: number;
+  readonly progress: LogProgress;
 
-  private constructor(
-    dataDir: string,
-    private readonly partition: number,
-    private readonly durability: Durability,
-    private readonly dedupWindowMs: number,
-  ) {
+  constructor(options: LogOptions) {
+    ({ partition: this.partition, durability: this.durability, dedupWindowMs: this.dedupWindowMs, progress: this.progress } = options);
     // One env per process: lmdb-js shares it between the threads that open the same path.
     // `commit` durability skips LMDB's syncs: a commit in the OS page cache survives kill -9 of
     // this process (not power loss) and costs ~0.1 ms instead of two fdatasyncs.
-    this.root = open({ path: path.join(dataDir, 'log'), maxDbs: 16, overlappingSync: true, noSync: durability === 'commit' });
+    this.root = open({ path: path.join(options.dataDir, 'log'), maxDbs: 16, overlappingSync: true, noSync: options.durability === 'commit' });
     this.log = this.root.openDB({ name: 'log' });
     this.ids = this.root.openDB({ name: 'ids' });
     this.dedup = this.root.openDB({ name: 'dedup', useVersions: true, keyEncoding: 'binary' });
     this.dedupExpiry = this.root.openDB({ name: 'dedup-expiry', keyEncoding: 'binary' });
-    for (const key of this.log.getKeys({ start: [partition, MAX_SEQ], end: [partition, 0], reverse: true, limit: 1 })) {
-      this.nextSeq = key[1] + 1;
-    }
+    this.meta = this.root.openDB({ name: 'meta' });
   }
 
-  /** Opens the log for one writer partition (an acceptor thread's index). */
-  static open(options: { dataDir: string; partition: number; durability: Durability; dedupWindowMs: number }): EventLog {
-    return new EventLog(options.dataDir, options.partition, options.durability, options.dedupWindowMs);
+  /**
+   * Main thread, before any acceptor starts: publishes each partition's last seq and watermark,
+   * and the backlog, to shared memory. (Watermark and compaction commit together, so there is
+   * nothing half-done to repair.)
+   */
+  recover(): void {
+    let backlog = 0;
+    for (let partition = 0; partition < MAX_PARTITIONS; partition++) {
+      const drained = this.meta.get(['drained', partition]) ?? 0;
+      let last = 0;
+      for (const key of this.log.getKeys({ start: [partition, MAX_SEQ], end: [partition, 0], reverse: true, limit: 1 })) last = key[1];
+      backlog += this.log.getKeysCount({ start: [partition, drained + 1], end: [partition, MAX_SEQ] });
+      this.progress.init(partition, last, drained);
+    }
+    this.progress.setBacklog(backlog);
   }
 
   /**
@@ -89,51 +117,89 @@ export class EventLog {
     return results;
   }
 
-  private async appendOne({ record, dedupKey }: AppendRequest): Promise<AppendResult> {
+  private async appendOne(request: AppendRequest): Promise<AppendResult> {
+    const { dedupKey } = request;
     if (dedupKey === null) {
-      await this.write(record);
-      return { ok: true };
+      const seq = this.progress.issue(this.partition);
+      const record = this.newRecord(request);
+      await this.write(seq, record);
+      this.progress.resolve(this.partition, seq, true);
+      return { ok: true, id: record[0], receivedAt: record[5] };
     }
     for (let attempt = 0; attempt < DEDUP_ATTEMPTS; attempt++) {
+      const seq = this.progress.issue(this.partition);
+      const record = this.newRecord(request);
       const receivedAt = record[5];
       const existing = this.dedup.getEntry(dedupKey);
-      if (existing !== undefined && existing.value[1] > receivedAt) return { ok: false, duplicateOf: existing.value[0] };
+      if (existing !== undefined && existing.value[1] > receivedAt) {
+        this.progress.resolve(this.partition, seq, false);
+        return { ok: false, duplicateOf: existing.value[0] };
+      }
       const expiresAt = receivedAt + this.dedupWindowMs;
       const writeAll = () => {
         this.dedup.put(dedupKey, [record[0], expiresAt], receivedAt);
         this.dedupExpiry.put(expiryKey(expiresAt, dedupKey), receivedAt);
-        void this.write(record);
+        void this.write(seq, record);
       };
       const won = existing === undefined
         ? await this.dedup.ifNoExists(dedupKey, writeAll)
         : await this.dedup.ifVersion(dedupKey, existing.version as number, writeAll);
-      if (won) return { ok: true };
+      this.progress.resolve(this.partition, seq, won);
+      if (won) return { ok: true, id: record[0], receivedAt };
     }
     throw new Error('dedup append kept losing races');
   }
 
+  /**
+   * The id is made after the seq is issued: an id's millisecond is then never earlier than its
+   * seq's issue, which lets a read-your-writes snapshot bound ids by time (see pipeline/visibility).
+   */
+  private newRecord(request: AppendRequest): LogRecord {
+    return [newEventId(), request.organizationId, request.type, request.payloadJson, request.dedupId, Date.now()];
+  }
+
   /** Both puts join the current transaction; the returned promise resolves at its commit. */
-  private write(record: LogRecord): Promise<boolean> {
-    const key: LogKey = [this.partition, this.nextSeq++];
+  private write(seq: number, record: LogRecord): Promise<boolean> {
+    const key: LogKey = [this.partition, seq];
     this.log.put(key, record);
     return this.ids.put(record[0], key);
   }
 
+  /** The event if it is still in the log (not yet drained and compacted). */
   get(id: string): LogRecord | undefined {
     const key = this.ids.get(id);
     return key === undefined ? undefined : this.log.get(key);
   }
 
-  /** Entries of one partition with seq > afterSeq, in order. */
-  *entriesAfter(partition: number, afterSeq: number, limit: number): Generator<{ seq: number; record: LogRecord }> {
-    for (const { key, value } of this.log.getRange({ start: [partition, afterSeq + 1], end: [partition, MAX_SEQ], limit })) {
-      yield { seq: key[1], record: value };
+  /** Entries of one partition with afterSeq < seq ≤ upToSeq, in order, at most `limit`. */
+  entries(partition: number, afterSeq: number, upToSeq: number, limit: number): Array<{ seq: number; record: LogRecord }> {
+    const found: Array<{ seq: number; record: LogRecord }> = [];
+    for (const { key, value } of this.log.getRange({ start: [partition, afterSeq + 1], end: [partition, upToSeq + 1], limit })) {
+      found.push({ seq: key[1], record: value });
     }
+    return found;
   }
 
-  /** Events in the log. */
-  backlog(): number {
-    return (this.log.getStats() as { entryCount: number }).entryCount;
+  /** Moves the watermark and compacts the drained entries, in one transaction. */
+  async markDrained(partition: number, upToSeq: number, drained: ReadonlyArray<{ seq: number; record: LogRecord }>): Promise<void> {
+    void this.meta.put(['drained', partition], upToSeq);
+    for (const { seq, record } of drained) {
+      void this.log.remove([partition, seq]);
+      void this.ids.remove(record[0]);
+    }
+    await this.root.committed;
+  }
+
+  /** Receive time of the oldest event not yet in Postgres, or null when the log is drained. */
+  oldestUndrained(): number | null {
+    let oldest: number | null = null;
+    for (let partition = 0; partition < MAX_PARTITIONS; partition++) {
+      const after = this.progress.drainedUpTo(partition);
+      for (const { value } of this.log.getRange({ start: [partition, after + 1], end: [partition, MAX_SEQ], limit: 1 })) {
+        if (oldest === null || value[5] < oldest) oldest = value[5];
+      }
+    }
+    return oldest;
   }
 
   /** Removes dedup entries whose window has passed; returns how many it removed. */

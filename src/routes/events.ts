@@ -1,14 +1,15 @@
 // POST /api/events, POST /api/events/batch, GET /api/events/:id.
 // Order of checks, as the contract says: auth → validation → rate → dedup → append.
-import { v7 as uuidv7 } from 'uuid';
 import type { Principal } from '../auth/key-cache.ts';
 import type { AcceptorContext } from '../context.ts';
 import { dedupKey } from '../digest.ts';
 import { ApiError, validationError, type ErrorCode } from '../errors.ts';
+import { UUID_PATTERN } from '../events/ids.ts';
 import { isPlainObject, parseEvent, type EventInput } from '../events/validate.ts';
 import type { Exchange, Headers } from '../http/exchange.ts';
 import type { Router } from '../http/router.ts';
 import type { AppendRequest, LogRecord } from '../log/event-log.ts';
+import { findEvent, type StoredEvent } from '../events/store.ts';
 import { CONTROL } from '../protocol.ts';
 import type { RateDecision } from '../rate-limit.ts';
 import { readJson } from './json-body.ts';
@@ -16,7 +17,6 @@ import { readJson } from './json-body.ts';
 export const MAX_EVENT_BODY = 1024 * 1024;
 export const MAX_BATCH_BODY = 5 * 1024 * 1024;
 export const MAX_BATCH_EVENTS = 1000;
-const UUID = /^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$/i;
 
 function rateHeaders(decision: RateDecision): Headers {
   const limit = String(decision.limit);
@@ -37,27 +37,46 @@ function rateLimited(decision: RateDecision): ApiError {
   });
 }
 
-function record(principal: Principal, input: EventInput): AppendRequest {
-  const entry: LogRecord = [uuidv7(), principal.org.id, input.type, input.payloadJson, input.dedupId, Date.now()];
-  return { record: entry, dedupKey: input.dedupId === null ? null : dedupKey(principal.org.num, input.dedupId) };
+function appendRequest(principal: Principal, input: EventInput): AppendRequest {
+  return {
+    organizationId: principal.org.id,
+    ...input,
+    dedupKey: input.dedupId === null ? null : dedupKey(principal.org.num, input.dedupId),
+  };
 }
 
 /** Event JSON as the API shows it; the payload is spliced in as stored, not re-serialized. */
-function eventJson(entry: LogRecord): string {
-  const [id, , type, payloadJson, dedupId, receivedAt] = entry;
-  const createdAt = new Date(receivedAt).toISOString();
-  return `{"id":"${id}","type":${JSON.stringify(type)},"payload":${payloadJson},"dedup_id":${JSON.stringify(dedupId)},"status":"pending","created_at":"${createdAt}","attempts":[]}`;
+function eventJson(event: {
+  id: string; type: string; payload: string; dedupId: string | null; status: string;
+  createdAt: Date; deliveredAt: Date | null; acknowledgedAt: Date | null;
+}): string {
+  const optional = (name: string, at: Date | null) => (at === null ? '' : `,"${name}":"${at.toISOString()}"`);
+  return `{"id":"${event.id}","type":${JSON.stringify(event.type)},"payload":${event.payload},"dedup_id":${JSON.stringify(event.dedupId)},"status":"${event.status}","created_at":"${event.createdAt.toISOString()}"${optional('delivered_at', event.deliveredAt)}${optional('acknowledged_at', event.acknowledgedAt)},"attempts":[]}`;
+}
+
+function fromLog([id, , type, payload, dedupId, receivedAt]: LogRecord) {
+  return { id, type, payload, dedupId, status: 'pending', createdAt: new Date(receivedAt), deliveredAt: null, acknowledgedAt: null };
+}
+
+function fromStore(row: StoredEvent) {
+  return {
+    id: row.id, type: row.type, payload: row.payload, dedupId: row.dedup_id, status: row.status,
+    createdAt: row.received_at, deliveredAt: row.delivered_at, acknowledgedAt: row.acknowledged_at,
+  };
 }
 
 export function eventRoutes(router: Router, ctx: AcceptorContext): void {
   const { limiter, log, metrics, control, config } = ctx;
 
   /**
-   * Reserves room for `count` appends in the instance-wide in-flight cap, or throws 503.
+   * Reserves room for `count` appends under the backlog and in-flight caps, or throws 503.
    * Checked before the rate limit so an overloaded server does not eat the client's tokens.
    */
   function reserve(count: number): () => void {
     if (Atomics.load(control, CONTROL.READY) === 0) throw new ApiError('overloaded', 'The server is not accepting events right now (starting or shutting down).');
+    if (log.progress.backlog() + count > config.logMaxBacklog) {
+      throw new ApiError('overloaded', 'The event log is full (the database is behind or unreachable); retry later.');
+    }
     if (Atomics.add(control, CONTROL.IN_FLIGHT, count) + count > config.logMaxInFlight) {
       Atomics.sub(control, CONTROL.IN_FLIGHT, count);
       throw new ApiError('overloaded', 'The event log is at capacity; retry shortly.');
@@ -100,14 +119,13 @@ export function eventRoutes(router: Router, ctx: AcceptorContext): void {
     try {
       const decision = limiter.take(principal.slot, principal.limitPerMinute, 1);
       if (decision.granted === 0) return reject(exchange, rateLimited(decision), decision);
-      const request = record(principal, input);
-      const [result] = await log.append([request]);
+      const [result] = await log.append([appendRequest(principal, input)]);
       if (!result!.ok) {
         return reject(exchange, new ApiError('duplicate_event', undefined, { id: result!.duplicateOf }), decision);
       }
-      const [id, , , , , receivedAt] = request.record;
       metrics.accepted(1, (performance.now() - started) / 1000);
-      exchange.send(202, `{"id":"${id}","status":"accepted","received_at":"${new Date(receivedAt).toISOString()}"}`, rateHeaders(decision));
+      const receivedAt = new Date(result!.receivedAt).toISOString();
+      exchange.send(202, `{"id":"${result!.id}","status":"accepted","received_at":"${receivedAt}"}`, rateHeaders(decision));
     } finally {
       release();
     }
@@ -161,30 +179,36 @@ export function eventRoutes(router: Router, ctx: AcceptorContext): void {
       const admitted = valid.slice(0, decision.granted);
       for (const { index } of valid.slice(decision.granted)) failed(index, rateLimited(decision));
 
-      // Within one batch the first of two equal dedup_ids wins.
-      const firstByDedup = new Map<string, string>();
+      // Within one batch the first of two equal dedup_ids wins; later ones learn its id after the append.
+      const firstByDedup = new Map<string, number>();
+      const duplicates: Array<{ index: number; firstIndex: number }> = [];
       const toAppend: Array<{ index: number; request: AppendRequest }> = [];
       for (const { index, input } of admitted) {
-        const request = record(principal, input);
         const first = input.dedupId === null ? undefined : firstByDedup.get(input.dedupId);
         if (first !== undefined) {
-          failed(index, new ApiError('duplicate_event', undefined, { id: first }));
+          duplicates.push({ index, firstIndex: first });
           continue;
         }
-        if (input.dedupId !== null) firstByDedup.set(input.dedupId, request.record[0]);
-        toAppend.push({ index, request });
+        if (input.dedupId !== null) firstByDedup.set(input.dedupId, index);
+        toAppend.push({ index, request: appendRequest(principal, input) });
       }
       const appended = await log.append(toAppend.map((item) => item.request));
+      const idByIndex = new Map<number, string>();
       let accepted = 0;
       appended.forEach((result, i) => {
-        const { index, request } = toAppend[i]!;
+        const { index } = toAppend[i]!;
         if (result.ok) {
           accepted++;
-          results[index] = { index, id: request.record[0], status: 'accepted' };
+          idByIndex.set(index, result.id);
+          results[index] = { index, id: result.id, status: 'accepted' };
         } else {
+          idByIndex.set(index, result.duplicateOf);
           failed(index, new ApiError('duplicate_event', undefined, { id: result.duplicateOf }));
         }
       });
+      for (const { index, firstIndex } of duplicates) {
+        failed(index, new ApiError('duplicate_event', undefined, { id: idByIndex.get(firstIndex) }));
+      }
       if (accepted > 0) metrics.accepted(accepted, (performance.now() - started) / 1000);
       const body = JSON.stringify({ accepted, rejected: items.length - accepted, results });
       exchange.send(200, body, rateHeaders(decision));
@@ -195,11 +219,33 @@ export function eventRoutes(router: Router, ctx: AcceptorContext): void {
 
   router.on('get', '/api/events/:id', async (exchange, head) => {
     const principal = await ctx.keys.authenticate(head);
-    const id = head.params[0]!;
-    if (!UUID.test(id)) throw new ApiError('invalid_id');
-    const entry = log.get(id.toLowerCase());
+    const id = head.params[0]!.toLowerCase();
+    if (!UUID_PATTERN.test(id)) throw new ApiError('invalid_id');
+    const orgId = principal.org.id;
+    const local = () => {
+      const entry = log.get(id);
+      return entry !== undefined && entry[1] === orgId ? fromLog(entry) : null;
+    };
+    // Postgres first (it has delivery state), then the log for an event not drained yet, then
+    // Postgres again in case the drain moved it out of the log between the two reads.
+    const lookup = async () => {
+      let row: StoredEvent | null;
+      try {
+        row = await findEvent(ctx.sql, orgId, id);
+      } catch {
+        const entry = local();
+        if (entry) return entry;
+        throw new ApiError('database_unavailable');
+      }
+      if (row) return fromStore(row);
+      const entry = local();
+      if (entry) return entry;
+      const again = await findEvent(ctx.sql, orgId, id);
+      return again ? fromStore(again) : null;
+    };
+    const found = await lookup();
     // Another org's event is indistinguishable from a missing one.
-    if (entry === undefined || entry[1] !== principal.org.id) throw new ApiError('not_found', 'No such event.');
-    exchange.send(200, eventJson(entry));
+    if (found === null) throw new ApiError('not_found', 'No such event.');
+    exchange.send(200, eventJson(found));
   });
 }

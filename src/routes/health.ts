@@ -15,7 +15,7 @@ export function healthRoutes(router: Router, ctx: AcceptorContext): void {
       ctx.sql`select 1`.then(() => 'connected', () => 'unreachable'),
       new Promise<string>((resolve) => setTimeout(resolve, READY_PROBE_TIMEOUT_MS, 'unreachable').unref()),
     ]);
-    const backlog = ctx.log.backlog();
+    const backlog = ctx.log.progress.backlog();
     // Ready means events are accepted; that needs the log, not Postgres (the log absorbs outages).
     if (Atomics.load(ctx.control, CONTROL.READY) === 1) {
       return exchange.send(200, JSON.stringify({ status: 'ready', database, backlog }));

@@ -21,15 +21,17 @@ const RETENTION_INTERVAL_MS = 60_000;
 const UTILIZATION_SAMPLE_MS = 1_000;
 const RETENTION_BATCH = 1_000;
 
-/** Runs a background chore on an interval; its failures are logged, never thrown. */
+/** Runs a background chore now and on an interval; its failures are logged, never thrown. */
 function every(intervalMs: number, chore: () => unknown, name: string): NodeJS.Timeout {
-  const timer = setInterval(async () => {
+  const run = async () => {
     try {
       await chore();
     } catch (error) {
       logger.error({ err: error }, `${name} failed`);
     }
-  }, intervalMs);
+  };
+  void run();
+  const timer = setInterval(run, intervalMs);
   timer.unref();
   return timer;
 }

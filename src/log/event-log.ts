@@ -79,9 +79,12 @@ export class EventLog {
   constructor(options: LogOptions) {
     ({ partition: this.partition, durability: this.durability, dedupWindowMs: this.dedupWindowMs, progress: this.progress } = options);
     // One env per process: lmdb-js shares it between the threads that open the same path.
-    // `commit` durability skips LMDB's syncs: a commit in the OS page cache survives kill -9 of
-    // this process (not power loss) and costs ~0.1 ms instead of two fdatasyncs.
-    this.root = open({ path: path.join(options.dataDir, 'log'), maxDbs: 16, overlappingSync: true, noSync: options.durability === 'commit' });
+    // `fsync`: overlappingSync commits, then flushes outside the write lock (append waits for both).
+    // `commit`: no syncs at all; a commit in the OS page cache survives kill -9 of this process
+    // (not power loss) and costs ~0.1 ms instead of two fdatasyncs. (lmdb-js refuses noSync
+    // together with overlappingSync.)
+    const fsync = options.durability === 'fsync';
+    this.root = open({ path: path.join(options.dataDir, 'log'), maxDbs: 16, overlappingSync: fsync, noSync: !fsync });
     this.log = this.root.openDB({ name: 'log' });
     this.ids = this.root.openDB({ name: 'ids' });
     this.dedup = this.root.openDB({ name: 'dedup', useVersions: true, keyEncoding: 'binary' });

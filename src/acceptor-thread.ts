@@ -14,6 +14,7 @@ try {
     if (message.kind !== 'close') return;
     await acceptor.close();
     await ctx.log.close();
+    acceptor.closeConnections();
     post({ kind: 'closed' });
     port.close();
   });

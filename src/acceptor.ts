@@ -5,7 +5,7 @@ import type { AcceptorContext } from './context.ts';
 import { connect } from './db/postgres.ts';
 import { initDigests } from './digest.ts';
 import { Router } from './http/router.ts';
-import { closeListenSocket, createApp, listenPort, type us_listen_socket } from './http/uws.ts';
+import { closeConnections, closeListenSocket, createApp, listenPort, type us_listen_socket } from './http/uws.ts';
 import { EventLog } from './log/event-log.ts';
 import { LogProgress } from './log/progress.ts';
 import { createLogger } from './logger.ts';
@@ -21,10 +21,12 @@ export interface Acceptor {
   ctx: AcceptorContext;
   port: number;
   /**
-   * Stops listening and waits until in-flight appends are answered. Open keep-alive connections
-   * end with the process (uWS app.close() here tears down Node's own handles, signals included).
+   * Stops listening and waits until in-flight appends are answered. On the main thread open
+   * keep-alive connections end with the process.
    */
   close(): Promise<void>;
+  /** Acceptor threads only, after close(): see closeConnections in http/uws.ts. */
+  closeConnections(): void;
 }
 
 export async function createContext(config: Config, databaseUrl: string, shared: SharedBuffers, index: number): Promise<AcceptorContext> {
@@ -58,6 +60,7 @@ export async function startAcceptor(ctx: AcceptorContext, port: number): Promise
   return {
     ctx,
     port: listenPort(socket),
+    closeConnections: () => closeConnections(app),
     async close() {
       closeListenSocket(socket);
       while (Atomics.load(ctx.control, CONTROL.IN_FLIGHT) > 0) await new Promise((resolve) => setTimeout(resolve, 5));

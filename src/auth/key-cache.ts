@@ -5,7 +5,7 @@ import { apiKeyDigest } from '../digest.ts';
 import type { Sql } from '../db/postgres.ts';
 import { ApiError } from '../errors.ts';
 import type { RequestHead } from '../http/exchange.ts';
-import type { SharedBuffers } from '../protocol.ts';
+import { CONTROL, type SharedBuffers } from '../protocol.ts';
 import { PER_MINUTE, type RateLimiter } from '../rate-limit.ts';
 import { findOrganizationByKey, type Organization } from './organizations.ts';
 
@@ -20,6 +20,7 @@ export interface Principal {
 interface CachedKey {
   principal: Principal;
   generation: number;
+  epoch: number;
 }
 
 /** Unknown digests remembered to spare Postgres repeated misses; random keys never become valid later. */
@@ -36,6 +37,7 @@ export class KeyCache {
   private readonly known = new Map<string, CachedKey>();
   private readonly unknown = new Set<string>();
   private readonly generations: Int32Array;
+  private readonly control: Int32Array;
 
   constructor(
     private readonly sql: Sql,
@@ -43,6 +45,11 @@ export class KeyCache {
     shared: SharedBuffers,
   ) {
     this.generations = new Int32Array(shared.keyGenerations);
+    this.control = new Int32Array(shared.control);
+  }
+
+  private current(slot: number): { generation: number; epoch: number } {
+    return { generation: Atomics.load(this.generations, slot), epoch: Atomics.load(this.control, CONTROL.KEY_EPOCH) };
   }
 
   /** Resolves the request's key, or throws the contract's 401. */
@@ -58,7 +65,8 @@ export class KeyCache {
   private cached(digest: string): Principal | undefined {
     const entry = this.known.get(digest);
     if (entry === undefined) return undefined;
-    if (entry.generation === Atomics.load(this.generations, entry.principal.slot)) return entry.principal;
+    const now = this.current(entry.principal.slot);
+    if (entry.generation === now.generation && entry.epoch === now.epoch) return entry.principal;
     this.known.delete(digest);
     return undefined;
   }
@@ -72,11 +80,11 @@ export class KeyCache {
       return null;
     }
     const principal = this.principalFor(org, digest);
-    const generation = Atomics.load(this.generations, principal.slot);
+    const stamp = this.current(principal.slot);
     // A rotation may have committed between the lookup and reading the generation: confirm the
     // key is still current *after* reading it, so a later rotation is sure to void this entry.
     if ((await findOrganizationByKey(this.sql, digest)) === null) return null;
-    this.known.set(digest, { principal, generation });
+    this.known.set(digest, { principal, ...stamp });
     return principal;
   }
 
@@ -86,11 +94,22 @@ export class KeyCache {
 
   /** Caches a key this thread just issued (generate or rotate), current as of now. */
   remember(principal: Principal): void {
-    this.known.set(principal.keyDigest, { principal, generation: Atomics.load(this.generations, principal.slot) });
+    this.known.set(principal.keyDigest, { principal, ...this.current(principal.slot) });
   }
 
   /** Voids every thread's cached keys of the org in this slot. */
   revoke(slot: number): void {
     Atomics.add(this.generations, slot, 1);
+  }
+
+  /** Another instance rotated a key: void it here if this instance has the org at all. */
+  revokeOrg(orgNum: number): void {
+    const slot = this.limiter.existingSlot(orgNum);
+    if (slot !== null) this.revoke(slot);
+  }
+
+  /** Voids every cached key on every thread (they are re-checked against Postgres on next use). */
+  revokeAll(): void {
+    Atomics.add(this.control, CONTROL.KEY_EPOCH, 1);
   }
 }

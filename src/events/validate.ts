@@ -42,7 +42,7 @@ export function isPlainObject(value: unknown): value is Record<string, unknown> 
 }
 
 /** Valid Unicode (no lone surrogates) and no U+0000: what jsonb text can hold. */
-function storableText(text: string): boolean {
+export function storableText(text: string): boolean {
   return text.isWellFormed() && !text.includes('\u0000');
 }
 

@@ -8,6 +8,9 @@ import type { HttpRequest, HttpResponse } from './uws.ts';
 
 export type Headers = ReadonlyArray<readonly [string, string]>;
 
+/** After a 413, how much more of a declared body is read and dropped rather than cut off. */
+const DISCARD_MAX_BYTES = 16 * 1024 * 1024;
+
 const STATUS_LINES = new Map<number, string>(
   Object.entries(STATUS_CODES).map(([code, text]) => [Number(code), `${code} ${text}`]),
 );
@@ -41,10 +44,11 @@ export function readHead(req: HttpRequest, paramCount: number): RequestHead {
 
 export class Exchange {
   aborted = false;
-  /** Set when the body was cut off mid-stream: the connection cannot be reused. */
+  /** Set when a declared body is too large to drop: the connection is closed after the 413. */
   private closeAfterReply = false;
 
-  constructor(private readonly res: HttpResponse) {
+  /** `headOnly`: a HEAD request, answered with the GET answer's status and headers, no body. */
+  constructor(private readonly res: HttpResponse, private readonly headOnly = false) {
     res.onAborted(() => {
       this.aborted = true;
     });
@@ -53,18 +57,22 @@ export class Exchange {
   /**
    * Collects the body, refusing (413) as soon as it passes `limit` bytes: a declared
    * Content-Length over the limit is refused before any byte is read, and a streamed body
-   * is never buffered past the limit.
+   * is never buffered past the limit. After the 413 the rest of the body is read and dropped,
+   * so a client still sending gets the answer instead of a reset connection; only a declared
+   * body far over the limit gets its connection closed instead.
    */
   readBody(head: RequestHead, limit: number): Promise<Buffer> {
-    const tooLarge = () => {
-      this.closeAfterReply = true;
-      return new ApiError('payload_too_large', `The request body exceeds ${limit} bytes.`);
-    };
-    if (head.contentLength !== '' && Number(head.contentLength) > limit) return Promise.reject(tooLarge());
+    const tooLarge = () => new ApiError('payload_too_large', `The request body exceeds ${limit} bytes.`);
+    let refused = false;
+    const declared = head.contentLength === '' ? 0 : Number(head.contentLength);
+    if (declared > limit) {
+      refused = true;
+      this.closeAfterReply = declared > limit + DISCARD_MAX_BYTES;
+    }
     return new Promise((resolve, reject) => {
+      if (refused) reject(tooLarge());
       const chunks: Buffer[] = [];
       let size = 0;
-      let refused = false;
       this.res.onData((chunk, isLast) => {
         if (refused) return;
         size += chunk.byteLength;
@@ -85,7 +93,8 @@ export class Exchange {
       this.res.writeStatus(STATUS_LINES.get(status) ?? String(status));
       this.res.writeHeader('content-type', contentType);
       for (const [name, value] of headers) this.res.writeHeader(name, value);
-      this.res.end(body, this.closeAfterReply);
+      if (this.headOnly) this.res.endWithoutBody(Buffer.byteLength(body), this.closeAfterReply);
+      else this.res.end(body, this.closeAfterReply);
     });
   }
 

@@ -19,7 +19,12 @@ export class Router {
   on(method: Method, pattern: string, handler: Handler): this {
     const paramCount = pattern.split('/').filter((part) => part.startsWith(':')).length;
     this.app[method](pattern, (res, req) => this.run(res, req, paramCount, handler));
-    this.allowed.set(pattern, [...(this.allowed.get(pattern) ?? []), METHOD_NAMES[method]]);
+    const methods = [METHOD_NAMES[method]];
+    if (method === 'get') {
+      this.app.head(pattern, (res, req) => this.run(res, req, paramCount, handler, true));
+      methods.push('HEAD');
+    }
+    this.allowed.set(pattern, [...(this.allowed.get(pattern) ?? []), ...methods]);
     return this;
   }
 
@@ -36,9 +41,9 @@ export class Router {
     );
   }
 
-  private run(res: HttpResponse, req: HttpRequest, paramCount: number, handler: Handler): void {
+  private run(res: HttpResponse, req: HttpRequest, paramCount: number, handler: Handler, headOnly = false): void {
     const head = readHead(req, paramCount);
-    const exchange = new Exchange(res);
+    const exchange = new Exchange(res, headOnly);
     const fail = (error: unknown) => {
       if (error instanceof ApiError) return exchange.sendError(error);
       this.onUnexpected(error, head);

@@ -130,6 +130,7 @@ export class EventLog {
       return { ok: true, id: record[0], receivedAt: record[5] };
     }
     for (let attempt = 0; attempt < DEDUP_ATTEMPTS; attempt++) {
+      if (attempt > 0) this.freshSnapshot();
       const seq = this.progress.issue(this.partition);
       const record = this.newRecord(request);
       const receivedAt = record[5];
@@ -168,8 +169,17 @@ export class EventLog {
     return this.ids.put(record[0], key);
   }
 
+  /**
+   * lmdb-js renews a thread's read snapshot only now and then; commits of other threads (and
+   * of the drain) must be seen at once by these reads, so they renew it first.
+   */
+  private freshSnapshot(): void {
+    this.root.resetReadTxn();
+  }
+
   /** The event if it is still in the log (not yet drained and compacted). */
   get(id: string): LogRecord | undefined {
+    this.freshSnapshot();
     const key = this.ids.get(id);
     return key === undefined ? undefined : this.log.get(key);
   }
@@ -177,6 +187,8 @@ export class EventLog {
   /** Entries of one partition with afterSeq < seq ≤ upToSeq, in order, at most `limit`. */
   entries(partition: number, afterSeq: number, upToSeq: number, limit: number): Array<{ seq: number; record: LogRecord }> {
     const found: Array<{ seq: number; record: LogRecord }> = [];
+    // Without a fresh snapshot, entries another thread committed would look like gaps.
+    this.freshSnapshot();
     for (const { key, value } of this.log.getRange({ start: [partition, afterSeq + 1], end: [partition, upToSeq + 1], limit })) {
       found.push({ seq: key[1], record: value });
     }
@@ -196,6 +208,7 @@ export class EventLog {
   /** Receive time of the oldest event not yet in Postgres, or null when the log is drained. */
   oldestUndrained(): number | null {
     let oldest: number | null = null;
+    this.freshSnapshot();
     for (let partition = 0; partition < MAX_PARTITIONS; partition++) {
       const after = this.progress.drainedUpTo(partition);
       for (const { value } of this.log.getRange({ start: [partition, after + 1], end: [partition, MAX_SEQ], limit: 1 })) {

@@ -107,17 +107,17 @@ export function eventRoutes(router: Router, ctx: AcceptorContext): void {
     try {
       input = parseEvent(await body);
     } catch (error) {
-      if (error instanceof ApiError) return reject(exchange, error, limiter.take(principal.slot, principal.limitPerMinute, 0));
+      if (error instanceof ApiError) return reject(exchange, error, limiter.take(principal, 0));
       throw error;
     }
     let release: () => void;
     try {
       release = reserve(1);
     } catch (error) {
-      return reject(exchange, error as ApiError, limiter.take(principal.slot, principal.limitPerMinute, 0));
+      return reject(exchange, error as ApiError, limiter.take(principal, 0));
     }
     try {
-      const decision = limiter.take(principal.slot, principal.limitPerMinute, 1);
+      const decision = limiter.take(principal, 1);
       if (decision.granted === 0) return reject(exchange, rateLimited(decision), decision);
       const [result] = await log.append([appendRequest(principal, input)]);
       if (!result!.ok) {
@@ -148,7 +148,7 @@ export function eventRoutes(router: Router, ctx: AcceptorContext): void {
       if (parsed.events.length > MAX_BATCH_EVENTS) throw validationError('events', `A batch holds at most ${MAX_BATCH_EVENTS} events.`);
       items = parsed.events;
     } catch (error) {
-      if (error instanceof ApiError) return reject(exchange, error, limiter.take(principal.slot, principal.limitPerMinute, 0));
+      if (error instanceof ApiError) return reject(exchange, error, limiter.take(principal, 0));
       throw error;
     }
 
@@ -172,10 +172,10 @@ export function eventRoutes(router: Router, ctx: AcceptorContext): void {
     try {
       release = reserve(valid.length);
     } catch (error) {
-      return reject(exchange, error as ApiError, limiter.take(principal.slot, principal.limitPerMinute, 0), valid.length);
+      return reject(exchange, error as ApiError, limiter.take(principal, 0), valid.length);
     }
     try {
-      const decision = limiter.take(principal.slot, principal.limitPerMinute, valid.length);
+      const decision = limiter.take(principal, valid.length);
       const admitted = valid.slice(0, decision.granted);
       for (const { index } of valid.slice(decision.granted)) failed(index, rateLimited(decision));
 

@@ -5,7 +5,7 @@ import type { AcceptorContext } from '../context.ts';
 import { ApiError, validationError } from '../errors.ts';
 import { UUID_PATTERN } from '../events/ids.ts';
 import { acknowledge, EVENT_STATUSES, inboxPage, type EventStatus, type InboxFilter, type StoredEvent } from '../events/store.ts';
-import { isPlainObject, MAX_TEXT } from '../events/validate.ts';
+import { isPlainObject, MAX_TEXT, storableText } from '../events/validate.ts';
 import type { Router } from '../http/router.ts';
 import { visibleHorizon } from '../pipeline/visibility.ts';
 import { readJson } from './json-body.ts';
@@ -27,6 +27,11 @@ interface Cursor {
   type: string | null;
 }
 
+/** The same rule as an event's type: 1..255 characters that Postgres text can hold. */
+function validType(type: string): boolean {
+  return type.length >= 1 && [...type].length <= MAX_TEXT && storableText(type);
+}
+
 function encodeCursor(cursor: Cursor): string {
   return Buffer.from(JSON.stringify([1, cursor.id, cursor.order, cursor.filter, cursor.type])).toString('base64url');
 }
@@ -39,7 +44,7 @@ function decodeCursor(raw: string): Cursor {
       typeof id === 'string' && UUID_PATTERN.test(id) &&
       (order === 'asc' || order === 'desc') &&
       (filter === 'all' || filter === 'undelivered' || EVENT_STATUSES.includes(filter as EventStatus)) &&
-      (type === null || typeof type === 'string')
+      (type === null || (typeof type === 'string' && validType(type)))
     ) {
       return { id, order, filter: filter as InboxFilter, type };
     }
@@ -70,7 +75,7 @@ export function parseInboxQuery(query: string): InboxParams {
     throw validationError('status', `status must be one of ${[...EVENT_STATUSES, 'all'].join(', ')}.`);
   }
   const type = single(params, 'type');
-  if (type !== null && (type.length < 1 || [...type].length > MAX_TEXT || !type.isWellFormed() || type.includes('\u0000'))) {
+  if (type !== null && !validType(type)) {
     throw validationError('type', `type must be 1 to ${MAX_TEXT} characters.`);
   }
   const rawLimit = single(params, 'limit');
@@ -114,13 +119,17 @@ export function inboxRoutes(router: Router, ctx: AcceptorContext): void {
     exchange.send(200, `{"events":[${rows.map(inboxEventJson).join(',')}],"next_cursor":${JSON.stringify(nextCursor)}}`);
   });
 
-  /** Acks the org's events; ids still only in the log are acked once the drain has them. */
+  /**
+   * Acks the org's events. An id Postgres does not have yet may be an event accepted a moment
+   * ago: wait until everything accepted so far is drained, then try those ids once more.
+   * (Asking the log first would race the drain moving the event out of it.)
+   */
   async function ack(principal: Principal, ids: readonly string[]): Promise<Map<string, Date>> {
     const acked = await acknowledge(sql, principal.org.id, ids);
-    const undrained = ids.filter((id) => !acked.has(id) && log.get(id)?.[1] === principal.org.id);
-    if (undrained.length === 0) return acked;
+    const missing = ids.filter((id) => !acked.has(id));
+    if (missing.length === 0) return acked;
     await visibleHorizon(log.progress, VISIBILITY_TIMEOUT_MS);
-    for (const [id, at] of await acknowledge(sql, principal.org.id, undrained)) acked.set(id, at);
+    for (const [id, at] of await acknowledge(sql, principal.org.id, missing)) acked.set(id, at);
     return acked;
   }
 

@@ -40,7 +40,13 @@ export function keyRoutes(router: Router, ctx: AcceptorContext): void {
     const apiKey = newApiKey();
     const digest = apiKeyDigest(apiKey);
     const org = await createOrganization(sql, name, tier as Tier, digest);
-    keys.remember(keys.principalFor(org, digest));
+    // Caching the new key only spares a lookup: it must not fail the request once the org is
+    // committed (an error here would leave an organization whose key nobody ever saw).
+    try {
+      keys.remember(keys.principalFor(org, digest));
+    } catch (error) {
+      ctx.logger.warn({ err: error }, 'new API key not cached');
+    }
     exchange.send(201, JSON.stringify({
       organization_id: org.id,
       organization_name: org.name,
@@ -72,7 +78,7 @@ export function keyRoutes(router: Router, ctx: AcceptorContext): void {
     const rotatedAt = await rotateKey(sql, principal.org, principal.keyDigest, digest);
     if (rotatedAt === null) throw new ApiError('invalid_api_key');
     // Void the old key on every thread before answering; then cache the new one here.
-    keys.revoke(principal.slot);
+    keys.revokeOrg(principal.org.num);
     keys.remember({ ...principal, keyDigest: digest });
     exchange.send(200, JSON.stringify({ api_key: apiKey, rotated_at: rotatedAt.toISOString() }));
   });

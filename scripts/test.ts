@@ -3,22 +3,8 @@
 // run (each test file still creates and drops its own database in it).
 // Usage: npm test [-- <file pattern>]   e.g. npm test -- rate-limit
 import { spawn } from 'node:child_process';
-import { mkdtempSync, rmSync } from 'node:fs';
-import { createServer } from 'node:net';
-import { tmpdir } from 'node:os';
-import path from 'node:path';
-import { startEmbeddedPostgres } from '../src/db/embedded.ts';
+import { startTemporaryPostgres } from '../src/db/embedded.ts';
 import { createLogger } from '../src/logger.ts';
-
-function freePort(): Promise<number> {
-  return new Promise((resolve, reject) => {
-    const server = createServer().listen(0, '127.0.0.1', () => {
-      const { port } = server.address() as { port: number };
-      server.close(() => resolve(port));
-    });
-    server.on('error', reject);
-  });
-}
 
 const filter = process.argv[2];
 const pattern = filter ? `${filter}.*\\.test\\.ts$` : '\\.test\\.ts$';
@@ -26,13 +12,9 @@ const pattern = filter ? `${filter}.*\\.test\\.ts$` : '\\.test\\.ts$';
 let stopDatabase = async () => {};
 let databaseUrl = process.env.DATABASE_URL;
 if (!databaseUrl) {
-  const dir = mkdtempSync(path.join(tmpdir(), 'triggers-test-pg-'));
-  const embedded = await startEmbeddedPostgres(path.join(dir, 'postgres'), await freePort(), createLogger('warn'));
+  const embedded = await startTemporaryPostgres('triggers-test-pg-', createLogger('warn'));
   databaseUrl = embedded.url;
-  stopDatabase = async () => {
-    await embedded.stop();
-    rmSync(dir, { recursive: true, force: true });
-  };
+  stopDatabase = () => embedded.stop();
 }
 
 const child = spawn(process.execPath, ['--import', 'tsx', 'node_modules/uvu/bin.js', 'test', pattern], {

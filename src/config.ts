@@ -33,6 +33,14 @@ export interface Config {
   readonly retentionDays: number;
   /** At shutdown, how long to wait for the log to drain into Postgres. */
   readonly shutdownDrainMs: number;
+  /** Local development and tests only: allow webhook URLs on loopback/private addresses. */
+  readonly webhookAllowPrivate: boolean;
+  readonly webhookTimeoutMs: number;
+  /** Delays before retries 1..n, each jittered ±20 %. */
+  readonly webhookRetryScheduleMs: readonly number[];
+  readonly deliveryWorkers: number;
+  /** Base64 of the 32-byte key that encrypts webhook secrets at rest; null: generated under DATA_DIR. */
+  readonly webhookSecretKey: string | null;
 }
 
 export class ConfigError extends Error {
@@ -62,6 +70,11 @@ export const CONFIG_VARIABLES = [
   ['PERSIST_LINGER', '5ms', 'After new appends, the drain waits this long to gather a larger batch (fewer Postgres round trips and LMDB compaction commits competing with ingest); 0 drains at once.'],
   ['LOG_MAX_BACKLOG', '5000000', 'Undrained events the log may hold while Postgres is down or slow; beyond it 503 overloaded.'],
   ['RETENTION_DAYS', '7', 'Delivered, acknowledged and failed events older than this are deleted.'],
+  ['WEBHOOK_ALLOW_PRIVATE', 'false', '`true` allows webhook URLs on loopback, private and link-local addresses (local development and tests only).'],
+  ['WEBHOOK_TIMEOUT', '10s', 'How long a webhook delivery may take before it counts as failed.'],
+  ['WEBHOOK_RETRY_SCHEDULE', '5s,5m,30m,2h,5h,10h,10h', 'Delays before each retry of a failed delivery (each ±20 % jitter); after the last one the event is failed.'],
+  ['DELIVERY_WORKERS', '1', 'Piscina threads that send webhooks (1..16).'],
+  ['WEBHOOK_SECRET_KEY', '(generated)', 'Base64 of 32 bytes that encrypts webhook secrets in Postgres. Unset: generated once into DATA_DIR/webhook-secret.key. Instances sharing a database must share it.'],
   ['SHUTDOWN_DRAIN_TIMEOUT', '10s', 'On SIGTERM, how long to wait for the log to drain into Postgres before exiting (the rest drains at next start).'],
 ] as const;
 
@@ -99,6 +112,14 @@ function duration(env: Env, name: string, fallback: string, allowZero = false): 
   return allowZero && /^0+(ms|s)?$/.test(raw) ? 0 : parseDuration(name, raw);
 }
 
+function secretKey(env: Env, name: string): string | null {
+  const raw = optional(env, name);
+  if (raw !== null && Buffer.from(raw, 'base64').length !== 32) {
+    throw new ConfigError(name, 'must be the base64 of exactly 32 bytes (e.g. `openssl rand -base64 32`)');
+  }
+  return raw;
+}
+
 function optional(env: Env, name: string): string | null {
   const raw = env[name];
   return raw === undefined || raw === '' ? null : raw;
@@ -129,5 +150,12 @@ export function loadConfig(env: Env = process.env): Config {
     logMaxBacklog: integer(env, 'LOG_MAX_BACKLOG', 5_000_000, 1, 1_000_000_000),
     retentionDays: integer(env, 'RETENTION_DAYS', 7, 1, 36_500),
     shutdownDrainMs: duration(env, 'SHUTDOWN_DRAIN_TIMEOUT', '10s', true),
+    webhookAllowPrivate: oneOf(env, 'WEBHOOK_ALLOW_PRIVATE', 'false', ['true', 'false']) === 'true',
+    webhookTimeoutMs: duration(env, 'WEBHOOK_TIMEOUT', '10s'),
+    webhookRetryScheduleMs: Object.freeze(
+      (env.WEBHOOK_RETRY_SCHEDULE || '5s,5m,30m,2h,5h,10h,10h').split(',').map((part) => parseDuration('WEBHOOK_RETRY_SCHEDULE', part.trim())),
+    ),
+    deliveryWorkers: integer(env, 'DELIVERY_WORKERS', 1, 1, 16),
+    webhookSecretKey: secretKey(env, 'WEBHOOK_SECRET_KEY'),
   });
 }

@@ -13,10 +13,14 @@ export const ERRORS = {
   unsupported_media_type: [415, 'Content-Type must be application/json.'],
   payload_too_large: [413, 'The payload is too large.'],
   duplicate_event: [409, 'An event with this dedup_id was already accepted.'],
+  event_acknowledged: [409, 'The event is acknowledged: it is never delivered again.'],
+  no_webhook_endpoint: [409, 'No active webhook endpoint is configured for this organization.'],
   rate_limited: [429, 'Rate limit exceeded for this organization.'],
   overloaded: [503, 'The server is overloaded; retry later.'],
   database_unavailable: [503, 'Recent events are not readable yet (the database is behind or unreachable); retry shortly.', [['retry-after', '1']]],
   internal_error: [500, 'Internal error.'],
+  invalid_webhook_url: [400, 'The webhook URL is not valid.'],
+  blocked_webhook_url: [400, 'The webhook URL points to a private, loopback, link-local or metadata address.'],
 } as const satisfies Record<string, readonly [number, string, ...(readonly (readonly [string, string])[])[]]>;
 
 export type ErrorCode = keyof typeof ERRORS;

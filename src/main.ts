@@ -12,6 +12,9 @@ import type { Sql } from './db/postgres.ts';
 import { idFloor } from './events/ids.ts';
 import { deleteFinished } from './events/store.ts';
 import { Drain } from './pipeline/drain.ts';
+import { connect } from './db/postgres.ts';
+import { Dispatcher } from './delivery/dispatcher.ts';
+import { loadSecretKey } from './delivery/secrets.ts';
 import { freePort } from './http/uws.ts';
 import { createLogger } from './logger.ts';
 import { CONTROL, createSharedBuffers, type AcceptorInit, type AcceptorToMain, type MainToAcceptor } from './protocol.ts';
@@ -112,7 +115,12 @@ async function main(config: Config): Promise<void> {
     subscribed = true;
   });
   const drain = new Drain(ctx.log, ctx.log.progress, config, databaseUrl, logger, ctx.metrics);
+  // Its own pool: the acceptor's closes first at shutdown, deliveries are recorded after that.
+  const deliverySql = connect(databaseUrl, { max: 2 });
+  const dispatcher = new Dispatcher(deliverySql, config, loadSecretKey(config.webhookSecretKey, config.dataDir), logger);
+  drain.onDrained = () => dispatcher.nudge();
   drain.start();
+  dispatcher.start();
   const chores = [
     every(DEDUP_SWEEP_INTERVAL_MS, () => ctx.log.sweepExpiredDedup(Date.now()), 'dedup sweep'),
     every(RETENTION_INTERVAL_MS, () => deleteExpired(ctx.sql, config.retentionDays), 'retention'),
@@ -133,6 +141,8 @@ async function main(config: Config): Promise<void> {
     await acceptor.close();
     const drained = await drain.stop(config.shutdownDrainMs);
     if (!drained) logger.warn('log not fully drained at shutdown; the rest drains at the next start');
+    await dispatcher.stop(config.shutdownDrainMs);
+    await deliverySql.end({ timeout: 5 });
     await ctx.log.close();
     await embedded?.stop();
     logger.info('stopped');

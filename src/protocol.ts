@@ -103,3 +103,25 @@ export interface PersistInit {
 export interface PersistTask {
   records: Uint8Array;
 }
+
+/** `workerData` of a delivery worker (Piscina). */
+export interface DeliveryInit {
+  allowPrivate: boolean;
+  timeoutMs: number;
+}
+
+/** One webhook POST, signed by the main thread (secrets never leave it in clear otherwise). */
+export interface DeliveryTask {
+  url: string;
+  body: string;
+  headers: Record<string, string>;
+}
+
+export interface DeliveryResult {
+  /** Absent when no HTTP answer came (connect error, timeout, blocked address). */
+  statusCode?: number;
+  /** Retry-After of a 429/503, in seconds. */
+  retryAfterSeconds?: number;
+  error?: string;
+  durationMs: number;
+}

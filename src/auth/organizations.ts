@@ -39,7 +39,9 @@ export async function findOrganizationByKey(sql: Sql, keyDigest: string): Promis
 
 export async function organizationInfo(sql: Sql, id: string): Promise<OrganizationInfo | null> {
   const [row] = await sql<{ id: string; num: number; name: string; tier: Tier; webhook_url: string | null; created_at: Date }[]>`
-    select id, num, name, tier, webhook_url, created_at from organizations where id = ${id}`;
+    select o.id, o.num, o.name, o.tier, w.url as webhook_url, o.created_at
+    from organizations o left join webhook_endpoints w on w.organization_id = o.id
+    where o.id = ${id}`;
   if (!row) return null;
   return { id: row.id, num: row.num, name: row.name, tier: row.tier, webhookUrl: row.webhook_url, createdAt: row.created_at };
 }

@@ -46,7 +46,42 @@ const MIGRATIONS: ReadonlyArray<{ version: number; name: string; sql: string }> 
       create index events_org_undelivered_id on events (organization_id, id) where status in ('pending', 'failed');
     `,
   },
+  {
+    version: 3,
+    name: 'webhook delivery',
+    sql: `
+      alter table organizations drop column webhook_url;
+      create table webhook_endpoints (
+        organization_id uuid primary key references organizations (id),
+        url text not null,
+        -- Secrets are AES-256-GCM encrypted with WEBHOOK_SECRET_KEY: a database dump alone does not leak them.
+        secret_enc text not null,
+        previous_secret_enc text,
+        previous_secret_expires_at timestamptz,
+        updated_at timestamptz not null default now(),
+        -- Set when the endpoint answered 410 Gone: no more deliveries until it is configured again.
+        disabled_at timestamptz
+      );
+      create table delivery_attempts (
+        event_id uuid not null references events (id) on delete cascade,
+        attempt integer not null,
+        attempted_at timestamptz not null,
+        status_code integer,
+        duration_ms integer not null,
+        error text,
+        primary key (event_id, attempt)
+      );
+      -- When the next delivery attempt is due (null: none scheduled); a claimed event's time is
+      -- pushed out by a lease, so a crashed instance's claims come due again.
+      alter table events add column next_attempt_at timestamptz;
+      -- Failed attempts in the current round of the retry schedule (redeliver starts a new round).
+      alter table events add column schedule_step integer not null default 0;
+      create index events_due on events (next_attempt_at) where status = 'pending' and next_attempt_at is not null;
+    `,
+  },
 ];
+
+export const MIGRATION_VERSIONS = MIGRATIONS.map((migration) => migration.version);
 
 export async function migrate(sql: Sql): Promise<number[]> {
   return sql.begin(async (tx) => {

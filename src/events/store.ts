@@ -19,7 +19,10 @@ export interface StoredEvent {
   attempt_count: number;
 }
 
-/** Inserts a drain batch; replaying a batch changes nothing (conflicts on the id are skipped). */
+/**
+ * Inserts a drain batch; replaying a batch changes nothing (conflicts on the id are skipped).
+ * Events of an org with an active webhook endpoint are due for delivery at once.
+ */
 export async function insertEvents(sql: Sql, records: readonly LogRecord[]): Promise<number> {
   const ids: string[] = [];
   const orgs: string[] = [];
@@ -36,8 +39,9 @@ export async function insertEvents(sql: Sql, records: readonly LogRecord[]): Pro
     receivedAt.push(received);
   }
   const result = await sql`
-    insert into events (id, organization_id, type, payload, dedup_id, received_at)
-    select id, org, type, payload::jsonb, dedup_id, to_timestamp(received_ms / 1000.0)
+    insert into events (id, organization_id, type, payload, dedup_id, received_at, next_attempt_at)
+    select id, org, type, payload::jsonb, dedup_id, to_timestamp(received_ms / 1000.0),
+      (select now() from webhook_endpoints w where w.organization_id = org and w.disabled_at is null)
     from unnest(${sql.array(ids)}::uuid[], ${sql.array(orgs)}::uuid[], ${sql.array(types)}::text[],
                 ${sql.array(payloads)}::text[], ${sql.array(dedupIds as string[])}::text[], ${sql.array(receivedAt)}::float8[])
       as batch (id, org, type, payload, dedup_id, received_ms)

@@ -98,6 +98,15 @@ export class Exchange {
     });
   }
 
+  /** An answer without a body (204). */
+  sendEmpty(status: number): void {
+    if (this.aborted) return;
+    this.res.cork(() => {
+      this.res.writeStatus(STATUS_LINES.get(status) ?? String(status));
+      this.res.endWithoutBody(undefined, this.closeAfterReply);
+    });
+  }
+
   sendError(error: ApiError, headers: Headers = []): void {
     this.send(error.status, JSON.stringify({ error: error.message, code: error.code, ...error.fields }), [...error.headers, ...headers]);
   }

@@ -40,6 +40,8 @@ export class Drain {
   private stopping = false;
   private wake: () => void = () => {};
   private loop: Promise<void> = Promise.resolve();
+  /** Called after the watermark moved (new rows in Postgres): the webhook dispatcher listens. */
+  onDrained: () => void = () => {};
 
   constructor(
     private readonly log: EventLog,
@@ -142,6 +144,7 @@ export class Drain {
         this.progress.markDrained(partition, head.upToSeq, head.entries.length);
         this.metrics.drained(head.entries.length);
       }
+      this.onDrained();
     } finally {
       this.folding[partition] = false;
     }

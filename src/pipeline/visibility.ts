@@ -4,6 +4,9 @@ import { ApiError } from '../errors.ts';
 import { idFloor } from '../events/ids.ts';
 import type { LogProgress } from '../log/progress.ts';
 
+/** How long a read waits for the drain to catch up before answering 503 database_unavailable. */
+const VISIBILITY_TIMEOUT_MS = 5_000;
+
 /**
  * Returns the horizon: an exclusive upper bound on ids such that every event below it is in
  * Postgres now and no event accepted later can sort below it.
@@ -14,7 +17,7 @@ import type { LogProgress } from '../log/progress.ts';
  * pass the snapshot puts it in Postgres; anything issued after the snapshot gets an id of a
  * later millisecond, at or above idFloor(t + 1).
  */
-export async function visibleHorizon(progress: LogProgress, timeoutMs: number): Promise<string> {
+export async function visibleHorizon(progress: LogProgress, timeoutMs = VISIBILITY_TIMEOUT_MS): Promise<string> {
   const t = Date.now();
   while (Date.now() <= t) await new Promise((resolve) => setImmediate(resolve));
   const targets = progress.snapshotIssued();

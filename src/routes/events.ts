@@ -10,6 +10,8 @@ import type { Exchange, Headers } from '../http/exchange.ts';
 import type { Router } from '../http/router.ts';
 import type { AppendRequest, LogRecord } from '../log/event-log.ts';
 import { findEvent, type StoredEvent } from '../events/store.ts';
+import { attemptsOf, findEndpoint, redeliver, type AttemptRow } from '../delivery/store.ts';
+import { visibleHorizon } from '../pipeline/visibility.ts';
 import { CONTROL } from '../protocol.ts';
 import type { RateDecision } from '../rate-limit.ts';
 import { readJson } from './json-body.ts';
@@ -49,19 +51,25 @@ function appendRequest(principal: Principal, input: EventInput): AppendRequest {
 function eventJson(event: {
   id: string; type: string; payload: string; dedupId: string | null; status: string;
   createdAt: Date; deliveredAt: Date | null; acknowledgedAt: Date | null;
-}): string {
+}, attempts: readonly AttemptRow[]): string {
   const optional = (name: string, at: Date | null) => (at === null ? '' : `,"${name}":"${at.toISOString()}"`);
-  return `{"id":"${event.id}","type":${JSON.stringify(event.type)},"payload":${event.payload},"dedup_id":${JSON.stringify(event.dedupId)},"status":"${event.status}","created_at":"${event.createdAt.toISOString()}"${optional('delivered_at', event.deliveredAt)}${optional('acknowledged_at', event.acknowledgedAt)},"attempts":[]}`;
+  const attemptsJson = JSON.stringify(attempts.map((attempt) => ({
+    attempted_at: attempt.attempted_at.toISOString(),
+    ...(attempt.status_code === null ? {} : { status_code: attempt.status_code }),
+    duration_ms: attempt.duration_ms,
+    ...(attempt.error === null ? {} : { error: attempt.error }),
+  })));
+  return `{"id":"${event.id}","type":${JSON.stringify(event.type)},"payload":${event.payload},"dedup_id":${JSON.stringify(event.dedupId)},"status":"${event.status}","created_at":"${event.createdAt.toISOString()}"${optional('delivered_at', event.deliveredAt)}${optional('acknowledged_at', event.acknowledgedAt)},"attempts":${attemptsJson}}`;
 }
 
 function fromLog([id, , type, payload, dedupId, receivedAt]: LogRecord) {
-  return { id, type, payload, dedupId, status: 'pending', createdAt: new Date(receivedAt), deliveredAt: null, acknowledgedAt: null };
+  return { id, type, payload, dedupId, status: 'pending', createdAt: new Date(receivedAt), deliveredAt: null, acknowledgedAt: null, stored: false };
 }
 
 function fromStore(row: StoredEvent) {
   return {
     id: row.id, type: row.type, payload: row.payload, dedupId: row.dedup_id, status: row.status,
-    createdAt: row.received_at, deliveredAt: row.delivered_at, acknowledgedAt: row.acknowledged_at,
+    createdAt: row.received_at, deliveredAt: row.delivered_at, acknowledgedAt: row.acknowledged_at, stored: true,
   };
 }
 
@@ -246,6 +254,25 @@ export function eventRoutes(router: Router, ctx: AcceptorContext): void {
     const found = await lookup();
     // Another org's event is indistinguishable from a missing one.
     if (found === null) throw new ApiError('not_found', 'No such event.');
-    exchange.send(200, eventJson(found));
+    // An event still only in the log has had no delivery attempt.
+    const attempts = found.stored ? await attemptsOf(ctx.sql, id) : [];
+    exchange.send(200, eventJson(found, attempts));
+  });
+
+  router.on('post', '/api/events/:id/redeliver', async (exchange, head) => {
+    const principal = await ctx.keys.authenticate(head);
+    const id = head.params[0]!.toLowerCase();
+    if (!UUID_PATTERN.test(id)) throw new ApiError('invalid_id');
+    const endpoint = await findEndpoint(ctx.sql, principal.org.id);
+    if (endpoint === null || endpoint.disabled_at !== null) throw new ApiError('no_webhook_endpoint');
+    // An event accepted a moment ago may not be in Postgres yet: wait for the drain once.
+    let status = await redeliver(ctx.sql, principal.org.id, id);
+    if (status === null) {
+      await visibleHorizon(log.progress);
+      status = await redeliver(ctx.sql, principal.org.id, id);
+    }
+    if (status === null) throw new ApiError('not_found', 'No such event.');
+    if (status === 'acknowledged') throw new ApiError('event_acknowledged');
+    exchange.send(202, JSON.stringify({ id, status: 'scheduled' }));
   });
 }

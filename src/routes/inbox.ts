@@ -14,8 +14,6 @@ const DEFAULT_LIMIT = 100;
 const MAX_LIMIT = 1000;
 const MAX_ACK_IDS = 1000;
 const MAX_ACK_BODY = 128 * 1024;
-/** How long a read waits for the drain to catch up before answering 503 database_unavailable. */
-export const VISIBILITY_TIMEOUT_MS = 5_000;
 
 type Order = 'asc' | 'desc';
 
@@ -110,7 +108,7 @@ export function inboxRoutes(router: Router, ctx: AcceptorContext): void {
   router.on('get', '/api/inbox', async (exchange, head) => {
     const principal = await keys.authenticate(head);
     const params = parseInboxQuery(head.query);
-    const horizon = await visibleHorizon(log.progress, VISIBILITY_TIMEOUT_MS);
+    const horizon = await visibleHorizon(log.progress);
     const rows = await inboxPage(sql, { organizationId: principal.org.id, ...params, horizon });
     const last = rows[rows.length - 1];
     const nextCursor = rows.length === params.limit && last
@@ -128,7 +126,7 @@ export function inboxRoutes(router: Router, ctx: AcceptorContext): void {
     const acked = await acknowledge(sql, principal.org.id, ids);
     const missing = ids.filter((id) => !acked.has(id));
     if (missing.length === 0) return acked;
-    await visibleHorizon(log.progress, VISIBILITY_TIMEOUT_MS);
+    await visibleHorizon(log.progress);
     for (const [id, at] of await acknowledge(sql, principal.org.id, missing)) acked.set(id, at);
     return acked;
   }

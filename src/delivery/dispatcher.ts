@@ -1,0 +1,229 @@
+// Webhook delivery, on the main thread: claims due deliveries from Postgres, signs them, hands
+// them to the Piscina delivery pool, and records every attempt with the next step of the retry
+// schedule. A per-endpoint circuit breaker and in-flight cap keep a failing or slow endpoint
+// from taking the pool away from the others.
+import { Piscina } from 'piscina';
+import type { Logger } from 'pino';
+import type { Config } from '../config.ts';
+import type { Sql } from '../db/postgres.ts';
+import type { DeliveryInit, DeliveryResult, DeliveryTask } from '../protocol.ts';
+import { decryptSecret, signatureHeader } from './secrets.ts';
+import { claimDue, disableEndpoint, recordDeliveries, type DeliveryRecord, type DueDelivery } from './store.ts';
+
+/** Deliveries in flight per delivery worker (they are I/O bound). */
+const IN_FLIGHT_PER_WORKER = 128;
+/** Deliveries in flight to one endpoint at most. */
+const IN_FLIGHT_PER_ENDPOINT = 32;
+/** How often due retries are looked for when nothing wakes the loop. */
+const POLL_MS = 250;
+/** Outcomes are written in batches, at most this long after the attempt. */
+const FLUSH_MS = 10;
+/** Consecutive failures that open an endpoint's circuit; then it is probed after a pause that doubles. */
+const BREAKER_THRESHOLD = 5;
+const BREAKER_PAUSE_MIN_MS = 5_000;
+const BREAKER_PAUSE_MAX_MS = 10 * 60_000;
+/** How long a deferred delivery (endpoint busy or its circuit open) waits before it is due again. */
+const BUSY_DEFER_MS = 200;
+const JITTER = 0.2;
+
+interface Breaker {
+  failures: number;
+  pauseMs: number;
+  openUntil: number;
+  /** A probe is in flight while the circuit is half-open. */
+  probing: boolean;
+}
+
+export class Dispatcher {
+  private readonly pool: Piscina<DeliveryTask, DeliveryResult>;
+  private readonly secretKey: Buffer;
+  private readonly inFlightByOrg = new Map<string, number>();
+  private readonly breakers = new Map<string, Breaker>();
+  private readonly outcomes: DeliveryRecord[] = [];
+  private inFlight = 0;
+  private stopping = false;
+  private wake: () => void = () => {};
+  private loop: Promise<void> = Promise.resolve();
+  private flushTimer: NodeJS.Timeout | null = null;
+  private flushing: Promise<void> = Promise.resolve();
+
+  constructor(
+    private readonly sql: Sql,
+    private readonly config: Config,
+    secretKey: Buffer,
+    private readonly logger: Logger,
+  ) {
+    this.secretKey = secretKey;
+    this.pool = new Piscina({
+      filename: new URL('../thread-bootstrap.mjs', import.meta.url).href,
+      argv: [new URL('../../workers/deliver.ts', import.meta.url).href],
+      workerData: { allowPrivate: config.webhookAllowPrivate, timeoutMs: config.webhookTimeoutMs } satisfies DeliveryInit,
+      minThreads: config.deliveryWorkers,
+      maxThreads: config.deliveryWorkers,
+      concurrentTasksPerWorker: IN_FLIGHT_PER_WORKER,
+      idleTimeout: Number.POSITIVE_INFINITY,
+      // The task does network I/O: Atomics-based waiting would block its event loop.
+      atomics: 'disabled',
+    });
+  }
+
+  start(): void {
+    this.loop = this.run();
+  }
+
+  /** New events may be due (the drain just wrote some). */
+  nudge(): void {
+    this.wake();
+  }
+
+  private get capacity(): number {
+    return this.config.deliveryWorkers * IN_FLIGHT_PER_WORKER - this.inFlight;
+  }
+
+  private async run(): Promise<void> {
+    // A claim lasts longer than any attempt, so only a crashed instance's claims come due again.
+    const leaseMs = this.config.webhookTimeoutMs + 60_000;
+    while (!this.stopping) {
+      let claimed: DueDelivery[] = [];
+      if (this.capacity > 0) {
+        try {
+          claimed = await claimDue(this.sql, this.capacity, leaseMs);
+        } catch (error) {
+          this.logger.warn({ err: error }, 'claiming due deliveries failed');
+        }
+      }
+      for (const due of claimed) this.dispatch(due);
+      if (claimed.length > 0 && this.capacity > 0) continue;
+      await new Promise<void>((resolve) => {
+        const timer = setTimeout(resolve, POLL_MS);
+        this.wake = () => {
+          clearTimeout(timer);
+          resolve();
+        };
+      });
+    }
+  }
+
+  private breaker(orgId: string): Breaker {
+    let breaker = this.breakers.get(orgId);
+    if (!breaker) {
+      breaker = { failures: 0, pauseMs: BREAKER_PAUSE_MIN_MS, openUntil: 0, probing: false };
+      this.breakers.set(orgId, breaker);
+    }
+    return breaker;
+  }
+
+  private dispatch(due: DueDelivery): void {
+    const orgId = due.organization_id;
+    const breaker = this.breaker(orgId);
+    const now = Date.now();
+    const open = breaker.failures >= BREAKER_THRESHOLD;
+    if (open && (now < breaker.openUntil || breaker.probing)) {
+      return this.settle({ id: due.id, outcome: 'deferred', attempt: null, nextAttemptAt: new Date(Math.max(breaker.openUntil, now + BUSY_DEFER_MS)), scheduleStep: due.schedule_step });
+    }
+    if ((this.inFlightByOrg.get(orgId) ?? 0) >= IN_FLIGHT_PER_ENDPOINT) {
+      return this.settle({ id: due.id, outcome: 'deferred', attempt: null, nextAttemptAt: new Date(now + BUSY_DEFER_MS), scheduleStep: due.schedule_step });
+    }
+    if (open) breaker.probing = true;
+    this.inFlight++;
+    this.inFlightByOrg.set(orgId, (this.inFlightByOrg.get(orgId) ?? 0) + 1);
+    const attemptedAt = new Date();
+    void this.pool
+      .run(this.sign(due))
+      .catch((error: Error): DeliveryResult => ({ error: `delivery worker failed: ${error.message}`, durationMs: 0 }))
+      .then((result) => this.finish(due, attemptedAt, result, open))
+      .finally(() => {
+        this.inFlight--;
+        this.inFlightByOrg.set(orgId, (this.inFlightByOrg.get(orgId) ?? 1) - 1);
+        this.wake();
+      });
+  }
+
+  /** Body and Standard Webhooks headers; during a secret rotation both secrets sign. */
+  private sign(due: DueDelivery): DeliveryTask {
+    const body = `{"id":"${due.id}","type":${JSON.stringify(due.type)},"timestamp":"${due.received_at.toISOString()}","data":${due.payload}}`;
+    const timestamp = Math.floor(Date.now() / 1000);
+    const secrets = [decryptSecret(this.secretKey, due.secret_enc)];
+    if (due.previous_secret_enc !== null && due.previous_secret_expires_at !== null && due.previous_secret_expires_at.getTime() > Date.now()) {
+      secrets.push(decryptSecret(this.secretKey, due.previous_secret_enc));
+    }
+    return {
+      url: due.url,
+      body,
+      headers: {
+        'content-type': 'application/json',
+        'webhook-id': due.id,
+        'webhook-timestamp': String(timestamp),
+        'webhook-signature': signatureHeader(secrets, due.id, timestamp, body),
+      },
+    };
+  }
+
+  private finish(due: DueDelivery, attemptedAt: Date, result: DeliveryResult, probe: boolean): void {
+    const breaker = this.breaker(due.organization_id);
+    if (probe) breaker.probing = false;
+    const status = result.statusCode ?? null;
+    const attempt = { number: due.attempt_count + 1, at: attemptedAt, statusCode: status, durationMs: result.durationMs, error: result.error ?? null };
+    if (status !== null && status >= 200 && status < 300) {
+      breaker.failures = 0;
+      breaker.pauseMs = BREAKER_PAUSE_MIN_MS;
+      return this.settle({ id: due.id, outcome: 'delivered', attempt, nextAttemptAt: null, scheduleStep: due.schedule_step });
+    }
+    breaker.failures++;
+    if (breaker.failures >= BREAKER_THRESHOLD) {
+      breaker.openUntil = Date.now() + breaker.pauseMs;
+      if (probe) breaker.pauseMs = Math.min(BREAKER_PAUSE_MAX_MS, breaker.pauseMs * 2);
+    }
+    if (status === 410) {
+      // Gone: the endpoint is disabled; this event fails now, the org's others wait for a new config.
+      void disableEndpoint(this.sql, due.organization_id).catch((error) => this.logger.warn({ err: error }, 'disabling endpoint failed'));
+      return this.settle({ id: due.id, outcome: 'failed', attempt, nextAttemptAt: null, scheduleStep: due.schedule_step });
+    }
+    const schedule = this.config.webhookRetryScheduleMs;
+    const step = due.schedule_step;
+    if (step >= schedule.length) {
+      return this.settle({ id: due.id, outcome: 'failed', attempt, nextAttemptAt: null, scheduleStep: step });
+    }
+    let delayMs = schedule[step]! * (1 - JITTER + Math.random() * 2 * JITTER);
+    // 429/503 with Retry-After: honoured, within the schedule's bounds.
+    if ((status === 429 || status === 503) && result.retryAfterSeconds !== undefined) {
+      delayMs = Math.min(Math.max(result.retryAfterSeconds * 1000, schedule[0]!), Math.max(...schedule));
+    }
+    this.settle({ id: due.id, outcome: 'retry', attempt, nextAttemptAt: new Date(Date.now() + delayMs), scheduleStep: step + 1 });
+  }
+
+  private settle(record: DeliveryRecord): void {
+    this.outcomes.push(record);
+    this.flushTimer ??= setTimeout(() => void this.flush(), FLUSH_MS);
+  }
+
+  private async flush(): Promise<void> {
+    this.flushTimer = null;
+    const batch = this.outcomes.splice(0);
+    if (batch.length === 0) return;
+    this.flushing = this.flushing.then(async () => {
+      for (let attempt = 0; ; attempt++) {
+        try {
+          return await recordDeliveries(this.sql, batch);
+        } catch (error) {
+          // Unrecorded outcomes come due again when their lease ends (a retry, at least once).
+          if (attempt >= 3 || this.stopping) return this.logger.error({ err: error, outcomes: batch.length }, 'recording deliveries failed');
+          await new Promise((resolve) => setTimeout(resolve, 200 * 2 ** attempt));
+        }
+      }
+    });
+    await this.flushing;
+  }
+
+  /** Stops claiming, lets in-flight deliveries finish (up to `timeoutMs`), records them, stops the pool. */
+  async stop(timeoutMs: number): Promise<void> {
+    this.stopping = true;
+    this.wake();
+    await this.loop;
+    const deadline = Date.now() + timeoutMs;
+    while (this.inFlight > 0 && Date.now() < deadline) await new Promise((resolve) => setTimeout(resolve, 10));
+    if (this.flushTimer) clearTimeout(this.flushTimer);
+    await this.flush();
+    await this.pool.destroy();
+  }
+}

@@ -6,6 +6,7 @@ import { mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
+import type { Test } from 'uvu';
 import { connect, type Sql } from '../../src/db/postgres.ts';
 
 const ROOT = fileURLToPath(new URL('../..', import.meta.url));
@@ -171,6 +172,29 @@ export class TestServer {
     if (reply.status !== 201) throw new Error(`key generation failed: ${reply.status} ${reply.text}`);
     return { key: reply.body.api_key, organizationId: reply.body.organization_id };
   }
+}
+
+/**
+ * The hooks of a suite with a database of its own. Before: ctx.db is a new database, then `setup`
+ * runs (it starts the suite's servers on ctx.db.url, makes keys, ...). A failing setup is logged
+ * too, since uvu reports a failing hook only as failed tests. After: every TestServer in ctx is
+ * closed (also the ones started before a setup failed) and the database is dropped.
+ */
+export function useTestDatabase<Ctx extends { db: TestDatabase }>(test: Test<Ctx>, setup: (ctx: Ctx) => Promise<void> = async () => {}): void {
+  test.before(async (ctx) => {
+    try {
+      ctx.db = await createTestDatabase();
+      await setup(ctx);
+    } catch (error) {
+      console.error(`${ctx.__suite__}: setup failed:`, error);
+      throw error;
+    }
+  });
+  test.after(async (ctx) => {
+    const servers = Object.values(ctx).filter((value): value is TestServer => value instanceof TestServer);
+    await Promise.all(servers.map((server) => server.close()));
+    await ctx.db?.drop();
+  });
 }
 
 /** Asserts the contract's error shape and returns the body. */

@@ -117,7 +117,7 @@ async function main(config: Config): Promise<void> {
   const drain = new Drain(ctx.log, ctx.log.progress, config, databaseUrl, logger, ctx.metrics);
   // Its own pool: the acceptor's closes first at shutdown, deliveries are recorded after that.
   const deliverySql = connect(databaseUrl, { max: 2 });
-  const dispatcher = new Dispatcher(deliverySql, config, loadSecretKey(config.webhookSecretKey, config.dataDir), logger);
+  const dispatcher = new Dispatcher(deliverySql, config, loadSecretKey(config.webhookSecretKey, config.dataDir), logger, ctx.metrics);
   drain.onDrained = () => dispatcher.nudge();
   drain.start();
   dispatcher.start();

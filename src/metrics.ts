@@ -3,7 +3,7 @@
 import client from 'prom-client';
 import { ERROR_CODES, type ErrorCode } from './errors.ts';
 import type { EventLog } from './log/event-log.ts';
-import { CONTROL, COUNTER, LATENCY_BUCKETS, type SharedBuffers } from './protocol.ts';
+import { CONTROL, COUNTER, DELIVERY_OUTCOMES, LATENCY_BUCKETS, type SharedBuffers } from './protocol.ts';
 
 type MetricValue = { value: number; labels?: Record<string, string | number>; metricName?: string };
 
@@ -33,6 +33,9 @@ export class Metrics {
     this.register('triggers_events_drained_total', 'Events written from the log into Postgres.', 'counter', () => [
       { value: this.read(COUNTER.DRAINED) },
     ]);
+    this.register('triggers_webhook_deliveries_total', 'Webhook delivery outcomes (deferred: held back by a circuit breaker or the per-endpoint cap, not sent).', 'counter', () =>
+      DELIVERY_OUTCOMES.map((outcome, i) => ({ value: this.read(COUNTER.DELIVERY_BASE + i), labels: { outcome } })),
+    );
     this.register('triggers_database_up', '1 while the last drain batch reached Postgres.', 'gauge', () => [
       { value: Atomics.load(control, CONTROL.DATABASE_UP) },
     ]);
@@ -75,6 +78,10 @@ export class Metrics {
 
   drained(count: number): void {
     Atomics.add(this.counters, COUNTER.DRAINED, BigInt(count));
+  }
+
+  delivery(outcome: (typeof DELIVERY_OUTCOMES)[number]): void {
+    Atomics.add(this.counters, COUNTER.DELIVERY_BASE + DELIVERY_OUTCOMES.indexOf(outcome), 1n);
   }
 
   rejected(code: ErrorCode, count = 1): void {

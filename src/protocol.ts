@@ -36,11 +36,16 @@ export const COUNTER = {
   /** Sum of ingest latencies in microseconds. */
   LATENCY_SUM_US: 1,
   DRAINED: 2,
+  /** One slot per delivery outcome, in DELIVERY_OUTCOMES order. */
+  DELIVERY_BASE: 3,
   /** One slot per error code, in ERROR_CODES order. */
-  REJECTED_BASE: 3,
+  REJECTED_BASE: 3 + 4,
   /** One slot per latency bucket plus +Inf. */
-  LATENCY_BASE: 3 + ERROR_CODES.length,
+  LATENCY_BASE: 3 + 4 + ERROR_CODES.length,
 } as const;
+
+/** Webhook delivery outcomes counted in /metrics (4 slots from COUNTER.DELIVERY_BASE). */
+export const DELIVERY_OUTCOMES = ['delivered', 'retry', 'failed', 'deferred'] as const;
 const COUNTER_SLOTS = COUNTER.LATENCY_BASE + LATENCY_BUCKETS.length + 1;
 
 /** Shared memory created once by the main thread and passed to every acceptor. */

@@ -6,6 +6,7 @@ import { Piscina } from 'piscina';
 import type { Logger } from 'pino';
 import type { Config } from '../config.ts';
 import type { Sql } from '../db/postgres.ts';
+import type { Metrics } from '../metrics.ts';
 import type { DeliveryInit, DeliveryResult, DeliveryTask } from '../protocol.ts';
 import { decryptSecret, signatureHeader } from './secrets.ts';
 import { claimDue, disableEndpoint, recordDeliveries, type DeliveryRecord, type DueDelivery } from './store.ts';
@@ -52,6 +53,7 @@ export class Dispatcher {
     private readonly config: Config,
     secretKey: Buffer,
     private readonly logger: Logger,
+    private readonly metrics: Metrics,
   ) {
     this.secretKey = secretKey;
     this.pool = new Piscina({
@@ -193,6 +195,7 @@ export class Dispatcher {
   }
 
   private settle(record: DeliveryRecord): void {
+    this.metrics.delivery(record.outcome);
     this.outcomes.push(record);
     this.flushTimer ??= setTimeout(() => void this.flush(), FLUSH_MS);
   }

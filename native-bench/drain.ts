@@ -1,6 +1,6 @@
 // `npm run bench:drain`: the Postgres side of the pipeline, on the real server.
 //   1. Sustained drain rate, per PERSIST_WORKERS × PERSIST_BATCH_SIZE: the server reaches Postgres
-//      through a TCP proxy in this process (native-bench/pg-proxy.ts). With the proxy holding every
+//      through a TCP proxy in this process (test/helpers/pg-proxy.ts). With the proxy holding every
 //      query, the bench preloads N events through POST /api/events/batch (they pile up in the LMDB
 //      log), then releases the proxy and times the drain until /metrics `triggers_log_backlog` is 0
 //      and `select count(*) from events` is N.
@@ -14,19 +14,17 @@
 import { spawnSync } from 'node:child_process';
 import { mkdtempSync, readdirSync, readFileSync, rmSync } from 'node:fs';
 import net from 'node:net';
-import os from 'node:os';
 import path from 'node:path';
 import { monitorEventLoopDelay } from 'node:perf_hooks';
-import { parseArgs } from 'node:util';
 import { Worker } from 'node:worker_threads';
 import { connect, type Sql } from '../src/db/postgres.ts';
 import {
   benchClock, BODY, cleanupMark, commandLine, createDatabase, createKeys, describeFailure, EVENT, filesystemOf, interrupted, log,
-  machineFacts, nonDefaults, onCleanup, positive, positiveList, postgresBaseUrl, postgresVersion, ROOT, RESULTS_FILE,
-  runCleanups, startServer, stats, StatusCounter, writeResultsSection, type RunningServer, type Stats,
+  machineFacts, nonDefaults, onCleanup, parseBenchArgs, positive, positiveList, postgresBaseUrl, postgresVersion,
+  runCleanups, startServer, stats, StatusCounter, stopServer, writeResultsSection, type RunningServer, type Stats,
 } from './lib.ts';
 import type { PollerInit, PollerMessage, PollerStop } from './lag-poller.ts';
-import { PgProxy } from './pg-proxy.ts';
+import { PgProxy } from '../test/helpers/pg-proxy.ts';
 
 const SECTION_BEGIN = '<!-- BEGIN drain-bench (issue 4): written by `npm run bench:drain`, edits inside are overwritten -->';
 const SECTION_END = '<!-- END drain-bench -->';
@@ -64,41 +62,26 @@ const USAGE = `npm run bench:drain -- [options]
   --warmup <n>          events sent (at --rate) and drained before the measurement (default 2000)
  both:
   --keys <n>            enterprise orgs to rotate over (default 8; raised when the load needs more)
-  --durability <mode>   DURABILITY of the server, fsync or commit (default fsync, the server default)
-  --data-dir <dir>      where the temporary DATA_DIRs go (default: the OS temp dir)
-  --note <text>         a line printed in bold at the top of the RESULTS.md section
-  --no-results          print the tables only; leave RESULTS.md alone`;
+  --durability <mode>   DURABILITY of the server, fsync or commit (default fsync, the server default)`;
 
 // ---------------------------------------------------------------- arguments
 
-const { values: args } = parseArgs({
-  options: {
-    phases: { type: 'string', default: PHASES.join(',') },
-    workers: { type: 'string', default: '1,2,3,4' },
-    'batch-sizes': { type: 'string', default: '500,2000,5000' },
-    events: { type: 'string', default: '200000' },
-    concurrency: { type: 'string', default: '8' },
-    cut: { type: 'string', default: 'hold' },
-    'drain-timeout': { type: 'string', default: '600' },
-    rate: { type: 'string', default: '10000' },
-    duration: { type: 'string', default: '20' },
-    connections: { type: 'string', default: '32' },
-    'poll-ms': { type: 'string', default: '5' },
-    warmup: { type: 'string', default: '2000' },
-    keys: { type: 'string', default: '8' },
-    durability: { type: 'string', default: 'fsync' },
-    'data-dir': { type: 'string' },
-    note: { type: 'string' },
-    'no-results': { type: 'boolean', default: false },
-    help: { type: 'boolean', short: 'h', default: false },
-  },
-  strict: true,
-});
-
-if (args.help) {
-  console.log(USAGE);
-  process.exit(0);
-}
+const { args, common } = parseBenchArgs({
+  phases: { type: 'string', default: PHASES.join(',') },
+  workers: { type: 'string', default: '1,2,3,4' },
+  'batch-sizes': { type: 'string', default: '500,2000,5000' },
+  events: { type: 'string', default: '200000' },
+  concurrency: { type: 'string', default: '8' },
+  cut: { type: 'string', default: 'hold' },
+  'drain-timeout': { type: 'string', default: '600' },
+  rate: { type: 'string', default: '10000' },
+  duration: { type: 'string', default: '20' },
+  connections: { type: 'string', default: '32' },
+  'poll-ms': { type: 'string', default: '5' },
+  warmup: { type: 'string', default: '2000' },
+  keys: { type: 'string', default: '8' },
+  durability: { type: 'string', default: 'fsync' },
+}, USAGE);
 
 function oneOf<T extends string>(name: string, raw: string, allowed: readonly T[]): T {
   if (!(allowed as readonly string[]).includes(raw)) {
@@ -123,9 +106,7 @@ const opts = {
   warmup: positive('warmup', args.warmup, true),
   keys: positive('keys', args.keys),
   durability: oneOf('durability', args.durability, ['fsync', 'commit'] as const),
-  dataDirBase: path.resolve(args['data-dir'] ?? os.tmpdir()),
-  note: args.note ?? null,
-  writeResults: !args['no-results'],
+  ...common,
 };
 const DEFAULTS = {
   phases: PHASES.join(','), workers: '1,2,3,4', 'batch-sizes': '500,2000,5000', events: 200000, concurrency: 8, cut: 'hold', 'drain-timeout': 600,
@@ -445,8 +426,7 @@ async function benchDrain(workers: number, batchSize: number, baseUrl: string, p
     const drainSeconds = (end - from.at) / 1000;
     log(`${label}: drained ${int(from.backlog)} events in ${drainSeconds.toFixed(2)} s → ${int(from.backlog / drainSeconds)} events/s`);
 
-    const code = await server.stop();
-    if (code !== 0) notes.push(`server exit code ${code} after SIGTERM; last log lines: ${server.logs.slice(-3).join(' | ')}`);
+    await stopServer(server, notes);
     return {
       workers, batchSize, events: loaded.accepted, preloadSeconds: loaded.seconds,
       drainSeconds, drainedInSpan: from.backlog, firstFoldMs: first === null ? null : first.at - opened,
@@ -759,8 +739,7 @@ async function benchLag(baseUrl: string): Promise<LagResult> {
       notes.push(`**the target rate was not reached** (${int(accepted / seconds)} 202/s): the lags above are at that rate, under a backlog of unsent requests; they do not describe ${int(opts.rate)}/s`);
     }
 
-    const code = await server.stop();
-    if (code !== 0) notes.push(`server exit code ${code} after SIGTERM; last log lines: ${server.logs.slice(-3).join(' | ')}`);
+    await stopServer(server, notes);
     return {
       rate: opts.rate,
       seconds,
@@ -941,10 +920,7 @@ async function main(): Promise<void> {
 
   if (interrupted) return; // partial results: leave RESULTS.md alone
   console.log(section);
-  if (opts.writeResults) {
-    writeResultsSection(SECTION_BEGIN, SECTION_END, section);
-    log(`wrote ${path.relative(ROOT, RESULTS_FILE)}`);
-  }
+  if (opts.writeResults) writeResultsSection(SECTION_BEGIN, SECTION_END, section);
   if (drains.some((r) => r.failure !== undefined) || lag?.failure !== undefined) process.exitCode = 1;
 }
 

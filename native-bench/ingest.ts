@@ -14,11 +14,10 @@ import http from 'node:http';
 import { createRequire } from 'node:module';
 import os from 'node:os';
 import path from 'node:path';
-import { parseArgs } from 'node:util';
 import {
   BODY, cleanupMark, commandLine, createDatabase, createKeys, describeFailure, EVENT, filesystemOf, interrupted, log,
-  machineFacts as commonFacts, nonDefaults, onCleanup, positive, postgresBaseUrl, postgresVersion, readyBacklog,
-  ROOT, RESULTS_FILE, runCleanups, startServer, stats, StatusCounter, writeResultsSection, type Stats,
+  machineFacts as commonFacts, nonDefaults, onCleanup, parseBenchArgs, positive, postgresBaseUrl, postgresVersion, readyBacklog,
+  ROOT, runCleanups, startServer, stats, StatusCounter, stopServer, writeResultsSection, type Stats,
 } from './lib.ts';
 
 const WRK_SCRIPT = path.join(ROOT, 'native-bench', 'wrk-post.lua');
@@ -36,36 +35,21 @@ const USAGE = `npm run bench -- [options]
   --keys <n>            enterprise orgs the throughput phase rotates over (default 8)
   --dedup               send a unique dedup_id with every event
   --wrk-threads <n>     wrk threads (default: min(cpus, connections))
-  --skip-wrk            do not run wrk even if it is installed
-  --data-dir <dir>      where the temporary DATA_DIRs go (default: the OS temp dir)
-  --note <text>         a line printed in bold at the top of the RESULTS.md section
-  --no-results          print the tables only; leave RESULTS.md alone`;
+  --skip-wrk            do not run wrk even if it is installed`;
 
 // ---------------------------------------------------------------- arguments
 
-const { values: args } = parseArgs({
-  options: {
-    modes: { type: 'string', default: MODES.join(',') },
-    amount: { type: 'string', default: '2000' },
-    duration: { type: 'string', default: '10' },
-    connections: { type: 'string', default: '64' },
-    warmup: { type: 'string', default: '500' },
-    keys: { type: 'string', default: '8' },
-    dedup: { type: 'boolean', default: false },
-    'wrk-threads': { type: 'string' },
-    'skip-wrk': { type: 'boolean', default: false },
-    'data-dir': { type: 'string' },
-    note: { type: 'string' },
-    'no-results': { type: 'boolean', default: false },
-    help: { type: 'boolean', short: 'h', default: false },
-  },
-  strict: true,
-});
-
-if (args.help) {
-  console.log(USAGE);
-  process.exit(0);
-}
+const { args, common } = parseBenchArgs({
+  modes: { type: 'string', default: MODES.join(',') },
+  amount: { type: 'string', default: '2000' },
+  duration: { type: 'string', default: '10' },
+  connections: { type: 'string', default: '64' },
+  warmup: { type: 'string', default: '500' },
+  keys: { type: 'string', default: '8' },
+  dedup: { type: 'boolean', default: false },
+  'wrk-threads': { type: 'string' },
+  'skip-wrk': { type: 'boolean', default: false },
+}, USAGE);
 
 const modes = args.modes.split(',').map((m) => m.trim()).filter(Boolean);
 for (const mode of modes) {
@@ -84,9 +68,7 @@ const opts = {
   dedup: args.dedup,
   wrkThreads: args['wrk-threads'] === undefined ? null : positive('wrk-threads', args['wrk-threads']),
   skipWrk: args['skip-wrk'],
-  dataDirBase: path.resolve(args['data-dir'] ?? os.tmpdir()),
-  note: args.note ?? null,
-  writeResults: !args['no-results'],
+  ...common,
 };
 const DEFAULTS = { modes: MODES.join(','), amount: 2000, duration: 10, connections: 64, warmup: 500, keys: 8 };
 
@@ -158,6 +140,17 @@ function cannonRequests(url: string, keys: string[], connections: number, limits
 
 function errorsOf(result: autocannon.Result): string {
   return result.timeouts > 0 ? `${result.errors} (${result.timeouts} timeouts)` : String(result.errors);
+}
+
+/** The two rows of an autocannon run: its per-response times, and its own summary histogram (whole ms, no P95). */
+function cannonRows(run: CannonRun, connections: number, perSecond: number | null): Row[] {
+  const row = { tool: `autocannon ${AUTOCANNON_VERSION}`, connections, requests: run.statuses.total, seconds: run.seconds, perSecond };
+  const outcome = { non202: run.statuses.describeNon202(), errors: errorsOf(run.result) };
+  const { p50, p99, max } = run.result.latency;
+  return [
+    { ...row, source: 'per-response times (`response` event, hrtime)', latency: stats(run.samples), ...outcome },
+    { ...row, source: 'summary histogram (`result.latency`, whole ms)', latency: { p50, p95: null, p99, max }, ...outcome },
+  ];
 }
 
 // ---------------------------------------------------------------- node:http sequential client
@@ -276,30 +269,7 @@ async function benchMode(mode: Mode, baseUrl: string, wrk: string | null): Promi
   const [seqKey] = await createKeys(server, 'sequential-autocannon', 1);
   const seq = await cannon(cannonRequests(url, [seqKey!], 1, { amount: opts.amount }));
   const hdr = seq.result.latency;
-  const sequential: Row[] = [
-    {
-      tool: `autocannon ${AUTOCANNON_VERSION}`,
-      source: 'per-response times (`response` event, hrtime)',
-      connections: 1,
-      requests: seq.statuses.total,
-      seconds: seq.seconds,
-      perSecond: null,
-      latency: stats(seq.samples),
-      non202: seq.statuses.describeNon202(),
-      errors: errorsOf(seq.result),
-    },
-    {
-      tool: `autocannon ${AUTOCANNON_VERSION}`,
-      source: 'summary histogram (`result.latency`, whole ms)',
-      connections: 1,
-      requests: seq.statuses.total,
-      seconds: seq.seconds,
-      perSecond: null,
-      latency: { p50: hdr.p50, p95: null, p99: hdr.p99, max: hdr.max },
-      non202: seq.statuses.describeNon202(),
-      errors: errorsOf(seq.result),
-    },
-  ];
+  const sequential = cannonRows(seq, 1, null);
   notes.push(
     `autocannon summary histogram (2xx only): p90 ${hdr.p90} ms, p97.5 ${hdr.p97_5} ms, mean ${hdr.mean.toFixed(3)} ms; ` +
       'it has no p95 and records whole milliseconds (truncated), hence the per-response rows. ' +
@@ -325,30 +295,7 @@ async function benchMode(mode: Mode, baseUrl: string, wrk: string | null): Promi
   log(`${mode}: throughput, autocannon ${opts.connections} connections × ${opts.duration} s over ${opts.keys} orgs`);
   const tpKeys = await createKeys(server, 'throughput-autocannon', opts.keys);
   const tp = await cannon(cannonRequests(url, tpKeys, opts.connections, { duration: opts.duration }));
-  const throughput: Row[] = [
-    {
-      tool: `autocannon ${AUTOCANNON_VERSION}`,
-      source: 'per-response times (`response` event, hrtime)',
-      connections: opts.connections,
-      requests: tp.statuses.total,
-      seconds: tp.seconds,
-      perSecond: tp.statuses.total / tp.seconds,
-      latency: stats(tp.samples),
-      non202: tp.statuses.describeNon202(),
-      errors: errorsOf(tp.result),
-    },
-    {
-      tool: `autocannon ${AUTOCANNON_VERSION}`,
-      source: 'summary histogram (`result.latency`, whole ms)',
-      connections: opts.connections,
-      requests: tp.statuses.total,
-      seconds: tp.seconds,
-      perSecond: tp.statuses.total / tp.seconds,
-      latency: { p50: tp.result.latency.p50, p95: null, p99: tp.result.latency.p99, max: tp.result.latency.max },
-      non202: tp.statuses.describeNon202(),
-      errors: errorsOf(tp.result),
-    },
-  ];
+  const throughput = cannonRows(tp, opts.connections, tp.statuses.total / tp.seconds);
   notes.push(
     `autocannon throughput: req/s = responses / wall-clock seconds of the run; the mean of its own per-second samples was ${tp.result.requests.average.toFixed(0)} req/s.`,
     `Rate-limit headroom: each throughput tool gets ${opts.keys} fresh enterprise orgs, i.e. a burst of ${(opts.keys * 100_000).toLocaleString('en-US')} events ` +
@@ -380,8 +327,7 @@ async function benchMode(mode: Mode, baseUrl: string, wrk: string | null): Promi
 
   notes.push(`backlog reported by /health/ready after the phases: ${await readyBacklog(server)}.`);
   log(`${mode}: stopping server`);
-  const code = await server.stop();
-  if (code !== 0) notes.push(`server exit code ${code} after SIGTERM; last log lines: ${server.logs.slice(-3).join(' | ')}`);
+  await stopServer(server, notes);
   await runCleanups(mark);
   return { mode, sequential, throughput, notes };
 }
@@ -486,10 +432,7 @@ async function main(): Promise<void> {
 
   if (interrupted) return; // partial results: leave RESULTS.md alone
   console.log(section);
-  if (opts.writeResults) {
-    writeResultsSection(SECTION_BEGIN, SECTION_END, section);
-    log(`wrote ${path.relative(ROOT, RESULTS_FILE)}`);
-  }
+  if (opts.writeResults) writeResultsSection(SECTION_BEGIN, SECTION_END, section);
   if (results.some((result) => result.failure !== undefined)) process.exitCode = 1;
 }
 

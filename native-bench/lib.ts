@@ -7,6 +7,7 @@ import { existsSync, readFileSync, writeFileSync } from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
+import { parseArgs, type ParseArgsConfig } from 'node:util';
 import { startTemporaryPostgres } from '../src/db/embedded.ts';
 import { connect } from '../src/db/postgres.ts';
 import { createLogger } from '../src/logger.ts';
@@ -17,6 +18,40 @@ export const RESULTS_FILE = path.join(ROOT, 'native-bench', 'RESULTS.md');
 export const log = (message: string) => console.error(`[bench] ${message}`);
 
 // ---------------------------------------------------------------- arguments
+
+/** The options every benchmark takes besides its own, and their lines of --help. */
+const COMMON_USAGE = `
+  --data-dir <dir>      where the temporary DATA_DIRs go (default: the OS temp dir)
+  --note <text>         a line printed in bold at the top of the RESULTS.md section
+  --no-results          print the tables only; leave RESULTS.md alone`;
+const COMMON_OPTIONS = {
+  'data-dir': { type: 'string' },
+  note: { type: 'string' },
+  'no-results': { type: 'boolean', default: false },
+  help: { type: 'boolean', short: 'h', default: false },
+} as const;
+
+/**
+ * Parses the command line (strictly): the benchmark's own `options` plus --data-dir, --note,
+ * --no-results and --help, which prints `usage` (followed by the shared options) and exits.
+ * `common` holds what the shared ones say.
+ */
+export function parseBenchArgs<const O extends NonNullable<ParseArgsConfig['options']>>(options: O, usage: string) {
+  const { values } = parseArgs({ options: { ...options, ...COMMON_OPTIONS }, strict: true });
+  const shared = values as { 'data-dir'?: string; note?: string; 'no-results': boolean; help: boolean };
+  if (shared.help) {
+    console.log(usage + COMMON_USAGE);
+    process.exit(0);
+  }
+  const common = {
+    /** Where the temporary DATA_DIRs go. */
+    dataDirBase: path.resolve(shared['data-dir'] ?? os.tmpdir()),
+    /** A line printed in bold at the top of the RESULTS.md section. */
+    note: shared.note ?? null,
+    writeResults: !shared['no-results'],
+  };
+  return { args: values, common };
+}
 
 export function positive(name: string, raw: string, allowZero = false): number {
   const value = Number(raw);
@@ -201,6 +236,12 @@ export async function startServer(
   };
 }
 
+/** SIGTERM and wait; an exit code other than 0 goes into `notes`, with the server's last log lines. */
+export async function stopServer(server: RunningServer, notes: string[]): Promise<void> {
+  const code = await server.stop();
+  if (code !== 0) notes.push(`server exit code ${code} after SIGTERM; last log lines: ${server.logs.slice(-3).join(' | ')}`);
+}
+
 export async function createEnterpriseKey(server: RunningServer, name: string): Promise<string> {
   const response = await fetch(`http://127.0.0.1:${server.port}/api/keys/generate`, {
     method: 'POST',
@@ -335,4 +376,5 @@ export function writeResultsSection(begin: string, end: string, section: string)
     ? previous.slice(0, from) + block + previous.slice(to + end.length)
     : `${previous.trimEnd()}\n\n${block}\n`;
   writeFileSync(RESULTS_FILE, next);
+  log(`wrote ${path.relative(ROOT, RESULTS_FILE)}`);
 }

@@ -4,6 +4,7 @@
 import { suite } from 'uvu';
 import * as assert from 'uvu/assert';
 import {
+  AcceptedEvents,
   assertError,
   assertAccepted,
   assertHealthy,
@@ -14,10 +15,11 @@ import {
   nestedObject,
   payloadOfBytes,
   post,
+  sentJson,
   UUID_V7,
 } from './helpers/ingest.ts';
 import { settlesWithin, streamPartial, type RawReply } from './helpers/raw-http.ts';
-import { createTestDatabase, TestServer, type TestDatabase } from './helpers/server.ts';
+import { useTestDatabase, TestServer, type TestDatabase } from './helpers/server.ts';
 
 interface Ctx {
   db: TestDatabase;
@@ -38,37 +40,23 @@ interface Result {
 const MiB = 1024 * 1024;
 const batch = suite<Ctx>('batch');
 
-batch.before(async (ctx) => {
-  try {
-    ctx.db = await createTestDatabase();
-    ctx.server = await TestServer.start(ctx.db.url);
-    ctx.key = (await ctx.server.createKey('enterprise', 'batch org')).key;
-    ctx.otherKey = (await ctx.server.createKey('enterprise', 'batch other org')).key;
-  } catch (error) {
-    // uvu reports a failing hook only as failed tests: say why.
-    console.error('batch: setup failed:', error);
-    throw error;
-  }
-});
-
-batch.after(async (ctx) => {
-  await ctx.server?.close();
-  await ctx.db?.drop();
+useTestDatabase(batch, async (ctx) => {
+  ctx.server = await TestServer.start(ctx.db.url);
+  ctx.key = (await ctx.server.createKey('enterprise', 'batch org')).key;
+  ctx.otherKey = (await ctx.server.createKey('enterprise', 'batch other org')).key;
 });
 
 /** Every event this file saw accepted, with what was sent: checked against Postgres at the end. */
-const acceptedEvents = new Map<string, { type: string; payload: unknown }>();
+const acceptedEvents = new AcceptedEvents();
 
 /** POSTs a batch; every answer, whatever its status, must carry the rate-limit headers. */
 async function sendBatch(ctx: Ctx, body: { json?: unknown; raw?: string | Buffer; contentType?: string | null }, key = ctx.key): Promise<RawReply> {
   const reply = await post(ctx.server, '/api/events/batch', { key, timeoutMs: 30_000, ...body });
   assertRateHeaders(reply);
   if (reply.status === 200 && Array.isArray(reply.body?.results)) {
-    const sent = (body.raw !== undefined ? JSON.parse(Buffer.from(body.raw).toString('utf8')) : body.json) as { events: any[] };
+    const sent = sentJson(body) as { events: any[] };
     for (const result of reply.body.results as Result[]) {
-      if (result.status !== 'accepted') continue;
-      const event = sent.events[result.index];
-      acceptedEvents.set(result.id!, { type: event.type, payload: event.payload !== undefined ? event.payload : event.data });
+      if (result.status === 'accepted') acceptedEvents.record(result.id!, sent.events[result.index]);
     }
   }
   return reply;

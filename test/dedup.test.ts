@@ -4,7 +4,7 @@
 import { suite } from 'uvu';
 import * as assert from 'uvu/assert';
 import { burst, tally, type LoadRequest, type Outcome } from './helpers/load.ts';
-import { createTestDatabase, expectError, TestServer, waitFor, type TestDatabase } from './helpers/server.ts';
+import { expectError, TestServer, useTestDatabase, waitFor, type TestDatabase } from './helpers/server.ts';
 
 const UUID_V7 = /^[0-9a-f]{8}-[0-9a-f]{4}-7[0-9a-f]{3}-[89ab][0-9a-f]{3}-[0-9a-f]{12}$/;
 
@@ -17,8 +17,8 @@ interface Ctx {
 
 const dedup = suite<Ctx>('dedup');
 
-dedup.before(async (ctx) => {
-  ctx.db = await createTestDatabase();
+useTestDatabase(dedup, async (ctx) => {
+  // Settled one by one, so that the servers that did start are in ctx (and closed) if one fails.
   const started = await Promise.allSettled([
     TestServer.start(ctx.db.url),
     TestServer.start(ctx.db.url, { ACCEPTOR_THREADS: '2' }),
@@ -27,16 +27,7 @@ dedup.before(async (ctx) => {
   const [single, threaded, windowed] = started.map((result) => (result.status === 'fulfilled' ? result.value : undefined));
   Object.assign(ctx, { single, threaded, windowed });
   const failed = started.find((result) => result.status === 'rejected');
-  if (failed) {
-    // uvu swallows a before hook's error (its tests just count as failed); after still runs.
-    console.error('setup failed:', failed.reason);
-    throw failed.reason;
-  }
-});
-
-dedup.after(async (ctx) => {
-  await Promise.all([ctx.single?.close(), ctx.threaded?.close(), ctx.windowed?.close()]);
-  await ctx.db?.drop();
+  if (failed) throw failed.reason;
 });
 
 let orgs = 0;

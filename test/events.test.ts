@@ -1,21 +1,15 @@
 import { suite } from 'uvu';
 import * as assert from 'uvu/assert';
-import { createTestDatabase, expectError, TestServer, type TestDatabase } from './helpers/server.ts';
+import { expectError, TestServer, useTestDatabase, type TestDatabase } from './helpers/server.ts';
 
 const UUID_V7 = /^[0-9a-f]{8}-[0-9a-f]{4}-7[0-9a-f]{3}-[89ab][0-9a-f]{3}-[0-9a-f]{12}$/;
 
 const events = suite<{ db: TestDatabase; server: TestServer; key: string; otherKey: string }>('events');
 
-events.before(async (ctx) => {
-  ctx.db = await createTestDatabase();
+useTestDatabase(events, async (ctx) => {
   ctx.server = await TestServer.start(ctx.db.url);
   ctx.key = (await ctx.server.createKey('enterprise')).key;
   ctx.otherKey = (await ctx.server.createKey('enterprise', 'other org')).key;
-});
-
-events.after(async (ctx) => {
-  await ctx.server.close();
-  await ctx.db.drop();
 });
 
 events('202 carries a UUIDv7 id, status and received_at, plus rate-limit headers', async ({ server, key }) => {

@@ -9,7 +9,7 @@ import { ApiError } from '../src/errors.ts';
 import { checkContentType, parseEvent, parseJsonBody, type EventInput } from '../src/events/validate.ts';
 import { assertHealthy, assertStoredInPostgres, MAX_PAYLOAD_BYTES, UUID_V7 } from './helpers/ingest.ts';
 import { rawRequest, type RawReply } from './helpers/raw-http.ts';
-import { createTestDatabase, TestServer, type TestDatabase } from './helpers/server.ts';
+import { TestServer, useTestDatabase, type TestDatabase } from './helpers/server.ts';
 
 const MAX_DEPTH = 64;
 const MAX_TEXT = 255;
@@ -22,21 +22,9 @@ interface Ctx {
 
 const fuzz = suite<Ctx>('fuzz');
 
-fuzz.before(async (ctx) => {
-  try {
-    ctx.db = await createTestDatabase();
-    ctx.server = await TestServer.start(ctx.db.url);
-    ctx.key = (await ctx.server.createKey('enterprise', 'fuzz org')).key;
-  } catch (error) {
-    // uvu reports a failing hook only as failed tests: say why.
-    console.error('fuzz: setup failed:', error);
-    throw error;
-  }
-});
-
-fuzz.after(async (ctx) => {
-  await ctx.server?.close();
-  await ctx.db?.drop();
+useTestDatabase(fuzz, async (ctx) => {
+  ctx.server = await TestServer.start(ctx.db.url);
+  ctx.key = (await ctx.server.createKey('enterprise', 'fuzz org')).key;
 });
 
 // ---- an independent oracle of what the contract accepts ------------------------------------------

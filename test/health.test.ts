@@ -2,7 +2,7 @@
 import { suite } from 'uvu';
 import * as assert from 'uvu/assert';
 import { freshRequest, freshRequests, parseMetrics, sample } from './helpers/http.ts';
-import { createTestDatabase, expectError, TestServer, waitFor, type TestDatabase } from './helpers/server.ts';
+import { expectError, TestServer, useTestDatabase, waitFor, type TestDatabase } from './helpers/server.ts';
 
 interface Context {
   db: TestDatabase;
@@ -15,24 +15,13 @@ interface Context {
 
 const health = suite<Context>('health');
 
-health.before(async (ctx) => {
-  try {
-    ctx.db = await createTestDatabase();
-    [ctx.server, ctx.threaded] = await Promise.all([
-      TestServer.start(ctx.db.url),
-      TestServer.start(ctx.db.url, { ACCEPTOR_THREADS: '2' }),
-    ]);
-    ctx.key = (await ctx.server.createKey('enterprise', 'metrics org')).key;
-    ctx.threadedKey = (await ctx.threaded.createKey('enterprise', 'threaded metrics org')).key;
-  } catch (error) {
-    console.error('health: setup failed:', error);
-    throw error;
-  }
-});
-
-health.after(async (ctx) => {
-  await Promise.all([ctx.server?.close(), ctx.threaded?.close()]);
-  await ctx.db?.drop();
+useTestDatabase(health, async (ctx) => {
+  [ctx.server, ctx.threaded] = await Promise.all([
+    TestServer.start(ctx.db.url),
+    TestServer.start(ctx.db.url, { ACCEPTOR_THREADS: '2' }),
+  ]);
+  ctx.key = (await ctx.server.createKey('enterprise', 'metrics org')).key;
+  ctx.threadedKey = (await ctx.threaded.createKey('enterprise', 'threaded metrics org')).key;
 });
 
 const ACCEPTED = 'triggers_events_accepted_total';

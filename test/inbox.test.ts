@@ -7,7 +7,7 @@ import { suite } from 'uvu';
 import * as assert from 'uvu/assert';
 import { freshRequest } from './helpers/http.ts';
 import { sendOne } from './helpers/load.ts';
-import { createTestDatabase, expectError, TestServer, waitFor, type Reply, type TestDatabase } from './helpers/server.ts';
+import { expectError, TestServer, useTestDatabase, waitFor, type Reply, type TestDatabase } from './helpers/server.ts';
 
 interface Ctx {
   db: TestDatabase;
@@ -21,19 +21,13 @@ interface Ctx {
 
 const inbox = suite<Ctx>('inbox');
 
-inbox.before(async (ctx) => {
-  ctx.db = await createTestDatabase();
+useTestDatabase(inbox, async (ctx) => {
   [ctx.server, ctx.slow] = await Promise.all([
     TestServer.start(ctx.db.url, { ACCEPTOR_THREADS: '2' }),
     TestServer.start(ctx.db.url, { PERSIST_LINGER: '300ms' }),
   ]);
   ({ key: ctx.key, organizationId: ctx.org } = await ctx.server.createKey('enterprise', 'inbox org'));
   ctx.otherKey = (await ctx.server.createKey('enterprise', 'inbox other org')).key;
-});
-
-inbox.after(async (ctx) => {
-  await Promise.all([ctx.server?.close(), ctx.slow?.close()]);
-  await ctx.db?.drop();
 });
 
 const UNKNOWN_ID = '01a212e5-76c4-701a-a75e-e9a00a5b5567';

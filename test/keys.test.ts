@@ -4,7 +4,7 @@ import { suite } from 'uvu';
 import * as assert from 'uvu/assert';
 import { connect } from '../src/db/postgres.ts';
 import { freshRequest, freshRequests, rawExchange } from './helpers/http.ts';
-import { createTestDatabase, expectError, TestServer, waitFor, type Reply, type TestDatabase } from './helpers/server.ts';
+import { expectError, TestServer, useTestDatabase, waitFor, type Reply, type TestDatabase } from './helpers/server.ts';
 
 const ADMIN_TOKEN = 'test-admin-token-7f3c9a1e5b2d4c6e8f0a';
 const KEY_FORMAT = /^zap_live_[A-Za-z0-9_-]{43}$/;
@@ -23,24 +23,13 @@ interface Context {
 
 const keys = suite<Context>('keys');
 
-keys.before(async (ctx) => {
-  try {
-    ctx.db = await createTestDatabase();
-    // Started together on one database: also exercises concurrent migrations.
-    [ctx.server, ctx.admin, ctx.threaded] = await Promise.all([
-      TestServer.start(ctx.db.url),
-      TestServer.start(ctx.db.url, { ADMIN_TOKEN }),
-      TestServer.start(ctx.db.url, { ACCEPTOR_THREADS: '2' }),
-    ]);
-  } catch (error) {
-    console.error('keys: setup failed:', error);
-    throw error;
-  }
-});
-
-keys.after(async (ctx) => {
-  await Promise.all([ctx.server?.close(), ctx.admin?.close(), ctx.threaded?.close()]);
-  await ctx.db?.drop();
+useTestDatabase(keys, async (ctx) => {
+  // Started together on one database: also exercises concurrent migrations.
+  [ctx.server, ctx.admin, ctx.threaded] = await Promise.all([
+    TestServer.start(ctx.db.url),
+    TestServer.start(ctx.db.url, { ADMIN_TOKEN }),
+    TestServer.start(ctx.db.url, { ACCEPTOR_THREADS: '2' }),
+  ]);
 });
 
 function isIsoTimestamp(value: unknown): boolean {

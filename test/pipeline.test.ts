@@ -1,29 +1,23 @@
 // The pipeline from the log to Postgres: every 202 lands in Postgres exactly once (under
 // concurrency, across kill -9, across a Postgres outage, across SIGTERM and a restart), the
 // inbox queries are index range scans, and concurrent starts migrate once.
-import { MIGRATION_VERSIONS } from '../src/db/migrations.ts';
 import { suite } from 'uvu';
 import * as assert from 'uvu/assert';
 import { randomBytes, randomUUID } from 'node:crypto';
 import { v7 } from 'uuid';
-import { migrate } from '../src/db/migrations.ts';
-import type { Sql } from '../src/db/postgres.ts';
+import { migrate, MIGRATION_VERSIONS } from '../src/db/migrations.ts';
+import { connect, type Sql } from '../src/db/postgres.ts';
 import type { TransactionSql } from 'postgres';
 import { idFloor } from '../src/events/ids.ts';
+import { inboxPage, type InboxFilter, type InboxQuery } from '../src/events/store.ts';
 import { metric } from './helpers/ingest.ts';
 import { sendOne, sustain, tally, type LoadRequest, type Outcome } from './helpers/load.ts';
-import { createTestDatabase, TestServer, waitFor, type TestDatabase } from './helpers/server.ts';
-import { TcpProxy } from './helpers/tcp-proxy.ts';
+import { PgProxy } from './helpers/pg-proxy.ts';
+import { createTestDatabase, TestServer, useTestDatabase, waitFor, type TestDatabase } from './helpers/server.ts';
 
 const pipeline = suite<{ db: TestDatabase }>('pipeline');
 
-pipeline.before(async (ctx) => {
-  ctx.db = await createTestDatabase();
-});
-
-pipeline.after(async (ctx) => {
-  await ctx.db?.drop();
-});
+useTestDatabase(pipeline);
 
 // ---------------------------------------------------------------------------------------------
 // Bookkeeping: every event carries a unique marker `m` in its payload, so a row in Postgres can be
@@ -187,6 +181,23 @@ async function diagnose(server: TestServer, sql: Sql, ledger: Ledger): Promise<s
   }
 }
 
+/**
+ * Runs `test` against a server that reaches Postgres through a proxy (close() it for an outage).
+ * Afterwards the proxy is reopened first, so that the server can drain and stop, then all is closed.
+ */
+async function withProxiedServer(db: TestDatabase, env: Record<string, string>, test: (server: TestServer, proxy: PgProxy) => Promise<void>): Promise<void> {
+  const proxy = await PgProxy.forDatabase(db.url);
+  let server: TestServer | null = null;
+  try {
+    server = await TestServer.start(proxy.urlFor(db.url), env);
+    await test(server, proxy);
+  } finally {
+    await proxy.reopen();
+    await server?.close();
+    await proxy.close();
+  }
+}
+
 // ---------------------------------------------------------------------------------------------
 
 pipeline('~2000 concurrent events (single, batch, dedup): every 202 lands in Postgres exactly once', async ({ db }) => {
@@ -254,12 +265,8 @@ pipeline('3 × (heavy concurrent ingest, kill -9, restart): every 202 in Postgre
   }
 });
 
-pipeline('Postgres outage mid-load: 202s continue, backlog grows, database_up 0, ready 200; after it, all drain exactly once', async ({ db }) => {
-  const proxy = await TcpProxy.forDatabase(db.url);
-  let server: TestServer | null = null;
-  try {
-    server = await TestServer.start(proxy.urlFor(db.url), { PERSIST_WORKERS: '2' });
-    const live = server;
+pipeline('Postgres outage mid-load: 202s continue, backlog grows, database_up 0, ready 200; after it, all drain exactly once', ({ db }) =>
+  withProxiedServer(db, { PERSIST_WORKERS: '2' }, async (live, proxy) => {
     const { key } = await live.createKey('enterprise', 'pipeline outage');
     const ledger = new Ledger(key, 'outage');
     let n = 0;
@@ -294,12 +301,8 @@ pipeline('Postgres outage mid-load: 202s continue, backlog grows, database_up 0,
       (await metric(live, 'triggers_log_backlog')) === 0 && (await metric(live, 'triggers_database_up')) === 1, 20_000);
     await waitFor('all rows visible', async () => (await countStored(db.sql, 'outage')) >= ledger.accepted.size, 5_000);
     await verifyExactlyOnce(db.sql, ledger, false);
-  } finally {
-    await proxy.reopen();
-    await server?.close();
-    await proxy.close();
-  }
-});
+  }),
+);
 
 pipeline('SIGTERM right after a burst: exit 0 and every event is in Postgres when the process is gone', async ({ db }) => {
   const server = await TestServer.start(db.url, { ACCEPTOR_THREADS: '2' });
@@ -320,11 +323,8 @@ pipeline('SIGTERM right after a burst: exit 0 and every event is in Postgres whe
   }
 });
 
-pipeline('SIGTERM with a backlog held by a short outage: shutdown waits for the drain, exit 0, all in Postgres', async ({ db }) => {
-  const proxy = await TcpProxy.forDatabase(db.url);
-  let server: TestServer | null = null;
-  try {
-    server = await TestServer.start(proxy.urlFor(db.url));
+pipeline('SIGTERM with a backlog held by a short outage: shutdown waits for the drain, exit 0, all in Postgres', ({ db }) =>
+  withProxiedServer(db, {}, async (server, proxy) => {
     const { key } = await server.createKey('enterprise', 'pipeline sigterm backlog');
     const ledger = new Ledger(key, 'sigterm-backlog');
     await proxy.close();
@@ -335,18 +335,11 @@ pipeline('SIGTERM with a backlog held by a short outage: shutdown waits for the 
     assert.is(await server.stop(), 0, 'exit code');
     await verifyExactlyOnce(db.sql, ledger, false);
     assert.is(await countStored(db.sql, 'sigterm-backlog'), 300);
-  } finally {
-    await proxy.reopen();
-    await server?.close();
-    await proxy.close();
-  }
-});
+  }),
+);
 
-pipeline('restart resumes the drain: 200 events accepted while Postgres is unreachable, kill -9, restart → all in Postgres once', async ({ db }) => {
-  const proxy = await TcpProxy.forDatabase(db.url);
-  let server: TestServer | null = null;
-  try {
-    server = await TestServer.start(proxy.urlFor(db.url), { PERSIST_WORKERS: '1' });
+pipeline('restart resumes the drain: 200 events accepted while Postgres is unreachable, kill -9, restart → all in Postgres once', ({ db }) =>
+  withProxiedServer(db, { PERSIST_WORKERS: '1' }, async (server, proxy) => {
     const { key } = await server.createKey('enterprise', 'pipeline resume');
     const ledger = new Ledger(key, 'resume');
     await proxy.close();
@@ -359,20 +352,17 @@ pipeline('restart resumes the drain: 200 events accepted while Postgres is unrea
     await server.boot();
     await waitFor('the 200 events in Postgres after the restart', async () => (await countStored(db.sql, 'resume')) >= 200, 15_000);
     await verifyExactlyOnce(db.sql, ledger, false);
-    await waitFor('backlog 0 after the restart', async () => (await readyBacklog(server!)) === 0, 5_000);
+    await waitFor('backlog 0 after the restart', async () => (await readyBacklog(server)) === 0, 5_000);
     // And they read back through the API (from Postgres now).
     const [id] = ledger.accepted.keys();
     const read = await server.request('GET', `/api/events/${id}`, { key });
     assert.is(read.status, 200, read.text);
-  } finally {
-    await proxy.reopen();
-    await server?.close();
-    await proxy.close();
-  }
-});
+  }),
+);
 
 // ---------------------------------------------------------------------------------------------
-// EXPLAIN of the inbox queries. The SQL below is inboxPage's (src/events/store.ts), shape for shape.
+// EXPLAIN of the inbox queries: of the very statement inboxPage (src/events/store.ts) sends for each
+// shape, recorded through postgres.js's debug hook while the real function runs.
 //
 // Two checks per shape. (1) The plan Postgres picks on its own has no Seq Scan. (2) The design
 // promise of migrations.ts: an (organization_id, ...) index serves every shape as a range scan in
@@ -382,29 +372,35 @@ pipeline('restart resumes the drain: 200 events accepted while Postgres is unrea
 // is still chosen, no index can serve the shape; the org of (2) holds ~1 % of the rows, so the
 // org indexes are the only sane choice and events_pkey with a filter is not picked.
 
-type Filter = 'undelivered' | 'pending' | 'delivered' | 'failed' | 'acknowledged' | 'all';
-const FILTERS: Filter[] = ['undelivered', 'pending', 'failed', 'delivered', 'acknowledged', 'all'];
+const FILTERS: InboxFilter[] = ['undelivered', 'pending', 'failed', 'delivered', 'acknowledged', 'all'];
 
-function explainInbox(sql: Sql | TransactionSql, q: { org: string; filter: Filter; type: string | null; order: 'asc' | 'desc'; limit: number; after: string | null; horizon: string }) {
-  const { org: organizationId, filter, type, order, limit, after, horizon } = q;
-  return sql`
-    explain (format json)
-    select id, type, payload::text as payload, dedup_id, status, received_at, delivered_at, acknowledged_at, attempt_count from events
-    where organization_id = ${organizationId}
-      ${filter === 'all' ? sql`` : filter === 'undelivered' ? sql`and status in ('pending', 'failed')` : sql`and status = ${filter}`}
-      ${type === null ? sql`` : sql`and type = ${type}`}
-      and id < ${horizon}
-      ${after === null ? sql`` : order === 'asc' ? sql`and id > ${after}` : sql`and id < ${after}`}
-    order by id ${order === 'asc' ? sql`asc` : sql`desc`}
-    limit ${limit}`;
+/** A statement as postgres.js sends it: text with $1… placeholders, and the parameters' values. */
+interface Statement {
+  text: string;
+  parameters: Array<string | number>;
 }
 
-/** The same query as the server-side prepared statement postgres.js makes of it ($1 org, $2 horizon, $3 cursor, $4 status, $5 limit). */
-function preparedText(filter: Filter, order: 'asc' | 'desc', withAfter: boolean): string {
-  const status = filter === 'all' ? '' : filter === 'undelivered' ? `and status in ('pending', 'failed')` : 'and status = $4';
-  const after = withAfter ? (order === 'asc' ? 'and id > $3' : 'and id < $3') : '';
-  return `select id, type, payload::text as payload, dedup_id, status, received_at, delivered_at, acknowledged_at, attempt_count from events
-    where organization_id = $1 ${status} and id < $2 ${after} order by id ${order} limit $5`;
+/**
+ * Runs inboxPage on a connection of its own and returns the statement it sent to Postgres (the
+ * last one: a new connection first asks for the array types).
+ */
+function inboxStatements(databaseUrl: string): { of(query: InboxQuery): Promise<Statement>; end(): Promise<void> } {
+  const sent: Statement[] = [];
+  const sql = connect(databaseUrl, { max: 1, debug: (_connection, text, parameters) => void sent.push({ text, parameters }) });
+  return {
+    async of(query) {
+      sent.length = 0;
+      await inboxPage(sql, query);
+      const statement = sent.at(-1);
+      if (statement === undefined) throw new Error('inboxPage sent no statement');
+      return statement;
+    },
+    end: () => sql.end(),
+  };
+}
+
+function explain(sql: Sql | TransactionSql, statement: Statement) {
+  return sql.unsafe(`explain (format json) ${statement.text}`, statement.parameters);
 }
 
 interface PlanNode {
@@ -468,36 +464,46 @@ pipeline('EXPLAIN: every inbox query shape (default, one status, all; asc/desc; 
   const middle = ids[3001]!;
   let checked = 0;
   const shapes = FILTERS.flatMap((filter) => (['asc', 'desc'] as const).flatMap((order) => [null, middle].map((after) => ({ filter, order, after }))));
-  for (const { filter, order, after } of shapes) {
-    for (const [name, org] of [['big org', orgs[0]!], ['small org', orgs[1]!]] as const) {
-      const plan = planOf(await explainInbox(sql, { org, filter, type: null, order, limit: 100, after, horizon }));
-      assertNoSeqScan(plan, `${name} status=${filter} order=${order} cursor=${after !== null}`);
-      checked++;
+  const inbox = inboxStatements(db.url);
+  try {
+    const statement = (organizationId: string, shape: (typeof shapes)[number]) => inbox.of({ organizationId, ...shape, type: null, limit: 100, horizon });
+    for (const shape of shapes) {
+      const { filter, order, after } = shape;
+      for (const [name, org] of [['big org', orgs[0]!], ['small org', orgs[1]!]] as const) {
+        const plan = planOf(await explain(sql, await statement(org, shape)));
+        assertNoSeqScan(plan, `${name} status=${filter} order=${order} cursor=${after !== null}`);
+        checked++;
+      }
     }
+    await sql.begin(async (tx) => {
+      await tx`set local enable_seqscan = off`;
+      await tx`set local enable_bitmapscan = off`;
+      await tx`set local enable_sort = off`;
+      for (const shape of shapes) {
+        const { filter, order, after } = shape;
+        const plan = planOf(await explain(tx, await statement(orgs[1]!, shape)));
+        assertOrgIndexRange(plan, `status=${filter} order=${order} cursor=${after !== null}`);
+        checked++;
+      }
+      // postgres.js runs the query as a named prepared statement, which Postgres may switch to a
+      // generic plan (parameter values unknown): that one must be an org index range scan too.
+      await tx`set local plan_cache_mode = force_generic_plan`;
+      let n = 0;
+      for (const shape of shapes) {
+        const { filter, order, after } = shape;
+        const { text, parameters } = await statement(orgs[1]!, shape);
+        const name = `inbox_generic_${n++}`;
+        await tx.unsafe(`prepare ${name} as ${text}`);
+        const values = parameters.map((value) => `'${String(value).replaceAll("'", "''")}'`).join(', ');
+        const plan = planOf(await tx.unsafe(`explain (format json) execute ${name} (${values})`));
+        assertOrgIndexRange(plan, `generic plan status=${filter} order=${order} cursor=${after !== null}`);
+        await tx.unsafe(`deallocate ${name}`);
+        checked++;
+      }
+    });
+  } finally {
+    await inbox.end();
   }
-  await sql.begin(async (tx) => {
-    await tx`set local enable_seqscan = off`;
-    await tx`set local enable_bitmapscan = off`;
-    await tx`set local enable_sort = off`;
-    for (const { filter, order, after } of shapes) {
-      const plan = planOf(await explainInbox(tx, { org: orgs[1]!, filter, type: null, order, limit: 100, after, horizon }));
-      assertOrgIndexRange(plan, `status=${filter} order=${order} cursor=${after !== null}`);
-      checked++;
-    }
-    // postgres.js runs the query as a named prepared statement, which Postgres may switch to a
-    // generic plan (parameter values unknown): that one must be an org index range scan too.
-    await tx`set local plan_cache_mode = force_generic_plan`;
-    let n = 0;
-    for (const { filter, order, after } of shapes) {
-      const name = `inbox_generic_${n++}`;
-      await tx.unsafe(`prepare ${name} (uuid, uuid, uuid, text, bigint) as ${preparedText(filter, order, after !== null)}`);
-      const status = filter === 'undelivered' || filter === 'all' ? 'pending' : filter;
-      const plan = planOf(await tx.unsafe(`explain (format json) execute ${name} ('${orgs[1]}', '${horizon}', '${middle}', '${status}', 100)`));
-      assertOrgIndexRange(plan, `generic plan status=${filter} order=${order} cursor=${after !== null}`);
-      await tx.unsafe(`deallocate ${name}`);
-      checked++;
-    }
-  });
   assert.is(checked, 24 * 2 + 24 + 24);
 });
 

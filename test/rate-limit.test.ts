@@ -4,7 +4,7 @@ import { suite } from 'uvu';
 import * as assert from 'uvu/assert';
 import { burst, header, tally, type LoadReply, type LoadRequest } from './helpers/load.ts';
 import { highWaterMarks } from './helpers/log-inspect.ts';
-import { createTestDatabase, expectError, TestServer, type Reply, type TestDatabase } from './helpers/server.ts';
+import { expectError, TestServer, useTestDatabase, type Reply, type TestDatabase } from './helpers/server.ts';
 
 /** Free tier refills one token every 600 ms; a burst shorter than that must admit exactly 100. */
 const FREE_INTERVAL_MS = 600;
@@ -12,20 +12,8 @@ const PRO_INTERVAL_MS = 60;
 
 const rate = suite<{ db: TestDatabase; server: TestServer }>('rate-limit');
 
-rate.before(async (ctx) => {
-  ctx.db = await createTestDatabase();
-  try {
-    ctx.server = await TestServer.start(ctx.db.url, { ACCEPTOR_THREADS: '2' });
-  } catch (error) {
-    // uvu swallows a before hook's error (its tests just count as failed); after still runs.
-    console.error('setup failed:', error);
-    throw error;
-  }
-});
-
-rate.after(async (ctx) => {
-  await ctx.server?.close();
-  await ctx.db?.drop();
+useTestDatabase(rate, async (ctx) => {
+  ctx.server = await TestServer.start(ctx.db.url, { ACCEPTOR_THREADS: '2' });
 });
 
 const event = (n: number, extra: Record<string, unknown> = {}) => ({ type: 'rate.test', payload: { n }, ...extra });

@@ -4,6 +4,7 @@
 import { suite } from 'uvu';
 import * as assert from 'uvu/assert';
 import {
+  AcceptedEvents,
   assertAccepted,
   assertError,
   assertHealthy,
@@ -16,10 +17,11 @@ import {
   payloadOfBytes,
   post,
   sameJsonUnordered,
+  sentJson,
   type PostOptions,
 } from './helpers/ingest.ts';
 import { rawRequest, settlesWithin, streamPartial, type RawReply } from './helpers/raw-http.ts';
-import { createTestDatabase, TestServer, waitFor, type TestDatabase } from './helpers/server.ts';
+import { TestServer, useTestDatabase, waitFor, type TestDatabase } from './helpers/server.ts';
 
 interface Ctx {
   db: TestDatabase;
@@ -31,33 +33,18 @@ interface Ctx {
 const MiB = 1024 * 1024;
 const validation = suite<Ctx>('validation');
 
-validation.before(async (ctx) => {
-  try {
-    ctx.db = await createTestDatabase();
-    ctx.server = await TestServer.start(ctx.db.url);
-    ctx.key = (await ctx.server.createKey('enterprise', 'validation org')).key;
-    ctx.otherKey = (await ctx.server.createKey('enterprise', 'validation other org')).key;
-  } catch (error) {
-    // uvu reports a failing hook only as failed tests: say why.
-    console.error('validation: setup failed:', error);
-    throw error;
-  }
-});
-
-validation.after(async (ctx) => {
-  await ctx.server?.close();
-  await ctx.db?.drop();
+useTestDatabase(validation, async (ctx) => {
+  ctx.server = await TestServer.start(ctx.db.url);
+  ctx.key = (await ctx.server.createKey('enterprise', 'validation org')).key;
+  ctx.otherKey = (await ctx.server.createKey('enterprise', 'validation other org')).key;
 });
 
 /** Every event this file got a 202 for, with what was sent: checked against Postgres at the end. */
-const acceptedEvents = new Map<string, { type: string; payload: unknown }>();
+const acceptedEvents = new AcceptedEvents();
 
 async function send(ctx: Ctx, options: Omit<PostOptions, 'key'>): Promise<RawReply> {
   const reply = await post(ctx.server, '/api/events', { key: ctx.key, ...options });
-  if (reply.status === 202 && typeof reply.body?.id === 'string') {
-    const body = options.raw !== undefined ? JSON.parse(Buffer.from(options.raw).toString('utf8')) : options.json;
-    acceptedEvents.set(reply.body.id, { type: body.type, payload: body.payload !== undefined ? body.payload : body.data });
-  }
+  if (reply.status === 202 && typeof reply.body?.id === 'string') acceptedEvents.record(reply.body.id, sentJson(options));
   return reply;
 }
 const json = (body: unknown) => (ctx: Ctx) => send(ctx, { json: body });

@@ -1,9 +1,9 @@
-// HTTP on a brand-new TCP connection per request (node:http, no agent, `Connection: close`),
-// sending exactly the headers given: with SO_REUSEPORT the kernel spreads new connections
-// over the acceptor threads, so many fresh requests reach every thread. Also a small parser
-// for the Prometheus text format of GET /metrics.
-import http from 'node:http';
+// HTTP on a brand-new TCP connection per request (raw-http.ts: node:http, no agent,
+// `Connection: close`), sending exactly the headers given: with SO_REUSEPORT the kernel spreads
+// new connections over the acceptor threads, so many fresh requests reach every thread. Also a
+// small parser for the Prometheus text format of GET /metrics.
 import net from 'node:net';
+import { parseJson, rawRequest } from './raw-http.ts';
 import type { Reply } from './server.ts';
 
 export interface FreshRequestOptions {
@@ -17,40 +17,21 @@ export interface FreshRequestOptions {
 }
 
 /** One request on its own connection; the reply has the harness's Reply shape (fetch Headers). */
-export function freshRequest<T = any>(port: number, method: string, route: string, options: FreshRequestOptions = {}): Promise<Reply<T>> {
+export async function freshRequest<T = any>(port: number, method: string, route: string, options: FreshRequestOptions = {}): Promise<Reply<T>> {
   const headers: Record<string, string> = { connection: 'close', ...options.headers };
   if (options.key !== undefined) headers['x-api-key'] = options.key;
-  let payload: string | Buffer | undefined = options.raw;
+  let body: string | Buffer | undefined = options.raw;
   if (options.body !== undefined) {
-    payload = JSON.stringify(options.body);
+    body = JSON.stringify(options.body);
     if (!Object.keys(headers).some((name) => name.toLowerCase() === 'content-type')) headers['content-type'] = 'application/json';
   }
-  if (payload !== undefined) headers['content-length'] = String(Buffer.byteLength(payload));
-  return new Promise((resolve, reject) => {
-    const request = http.request({ host: '127.0.0.1', port, method, path: route, headers, agent: false }, (response) => {
-      const chunks: Buffer[] = [];
-      response.on('data', (chunk: Buffer) => chunks.push(chunk));
-      response.on('error', reject);
-      response.on('end', () => {
-        const text = Buffer.concat(chunks).toString('utf8');
-        let body: unknown;
-        try {
-          body = JSON.parse(text);
-        } catch {
-          body = undefined;
-        }
-        const replyHeaders = new Headers();
-        for (const [name, value] of Object.entries(response.headers)) {
-          if (value === undefined) continue;
-          for (const item of Array.isArray(value) ? value : [value]) replyHeaders.append(name, item);
-        }
-        resolve({ status: response.statusCode ?? 0, headers: replyHeaders, body: body as T, text });
-      });
-    });
-    request.setTimeout(options.timeoutMs ?? 10_000, () => request.destroy(new Error(`${method} ${route}: no answer in time`)));
-    request.on('error', reject);
-    request.end(payload);
-  });
+  const reply = await rawRequest<T>(port, { method, path: route, headers, body, timeoutMs: options.timeoutMs });
+  const replyHeaders = new Headers();
+  for (const [name, value] of Object.entries(reply.headers)) {
+    if (value === undefined) continue;
+    for (const item of Array.isArray(value) ? value : [value]) replyHeaders.append(name, item);
+  }
+  return { status: reply.status, headers: replyHeaders, body: reply.body, text: reply.text };
 }
 
 /**
@@ -78,13 +59,7 @@ export function rawExchange<T = any>(port: number, head: string[], body: string 
       const rest = data.subarray(end + 4);
       if (length === null ? !socket.readableEnded : rest.length < Number(length)) return null;
       const text = rest.subarray(0, length === null ? rest.length : Number(length)).toString('utf8');
-      let parsed: unknown;
-      try {
-        parsed = JSON.parse(text);
-      } catch {
-        parsed = undefined;
-      }
-      return { status: Number(/^HTTP\/1\.[01] (\d{3})/.exec(statusLine ?? '')?.[1] ?? 0), headers, body: parsed as T, text };
+      return { status: Number(/^HTTP\/1\.[01] (\d{3})/.exec(statusLine ?? '')?.[1] ?? 0), headers, body: parseJson(text) as T, text };
     };
     const finish = (error: Error | null, reply?: Reply<T>) => {
       if (settled) return;

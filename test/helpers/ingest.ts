@@ -20,6 +20,21 @@ export interface PostOptions {
   timeoutMs?: number;
 }
 
+/** The JSON a POST sent: its `raw` bytes parsed, or its `json` value. */
+export function sentJson(options: Pick<PostOptions, 'raw' | 'json'>): any {
+  return options.raw !== undefined ? JSON.parse(Buffer.from(options.raw).toString('utf8')) : options.json;
+}
+
+/**
+ * Events a test file saw accepted, by id, with what was sent (type, and payload or its alias
+ * `data`): for assertStoredInPostgres at the end of the file.
+ */
+export class AcceptedEvents extends Map<string, { type: string; payload: unknown }> {
+  record(id: string, event: { type: string; payload?: unknown; data?: unknown }): void {
+    this.set(id, { type: event.type, payload: event.payload !== undefined ? event.payload : event.data });
+  }
+}
+
 /** POST with exact bytes and exact headers (fetch would add a Content-Type of its own). */
 export function post(server: TestServer, path: string, options: PostOptions): Promise<RawReply> {
   const headers: Record<string, string> = { 'x-api-key': options.key, ...options.headers };

@@ -2,8 +2,9 @@
 // connection (`Connection: close`), so with ACCEPTOR_THREADS > 1 the kernel's SO_REUSEPORT hash
 // spreads them over the acceptor threads. burst() opens all connections first and only then writes
 // the requests, so they really race inside the server.
-import http, { type IncomingHttpHeaders } from 'node:http';
+import http from 'node:http';
 import net from 'node:net';
+import { readReply, type RawReply } from './raw-http.ts';
 
 export interface LoadRequest {
   method?: string;
@@ -14,11 +15,7 @@ export interface LoadRequest {
   headers?: Record<string, string>;
 }
 
-export interface LoadReply<T = any> {
-  status: number;
-  headers: IncomingHttpHeaders;
-  body: T;
-  text: string;
+export interface LoadReply<T = any> extends RawReply<T> {
   /** Wall-clock time (ms) the reply was complete. */
   at: number;
 }
@@ -47,55 +44,45 @@ function connectSocket(url: string): Promise<net.Socket> {
   });
 }
 
+interface Transport extends Pick<http.RequestOptions, 'agent' | 'createConnection'> {
+  /** Sent unless the request has its own. */
+  headers?: Record<string, string>;
+  /** Fires once the request has been handed to the kernel. */
+  onWritten?: () => void;
+}
+
+/**
+ * Sends `request` through the given agent or connection and resolves with the outcome once the
+ * reply is complete. Never rejects: a transport error (refused, reset, hang up, a reply cut
+ * short) becomes `outcome.error`.
+ */
+function exchange<T>(url: string, request: LoadRequest, { headers: defaults, onWritten, ...transport }: Transport): Promise<Outcome<T>> {
+  const headers: Record<string, string> = { ...defaults, ...request.headers };
+  if (request.key !== undefined) headers['x-api-key'] = request.key;
+  const payload = request.body === undefined ? undefined : JSON.stringify(request.body);
+  if (payload !== undefined) {
+    headers['content-type'] ??= 'application/json';
+    headers['content-length'] = String(Buffer.byteLength(payload));
+  }
+  return new Promise((resolve) => {
+    const req = http.request({ ...target(url), ...transport, method: request.method ?? 'POST', path: request.path, headers });
+    req.on('response', (res) => {
+      readReply<T>(res).then(
+        (reply) => resolve({ request, reply: { ...reply, at: Date.now() } }),
+        (error: Error) => resolve({ request, error }),
+      );
+    });
+    req.on('error', (error) => resolve({ request, error }));
+    req.end(payload, onWritten);
+  });
+}
+
 /**
  * Sends one request over `socket` (or a fresh connection) and resolves with the reply.
  * Never rejects: a transport error (refused, reset, hang up) becomes `outcome.error`.
  */
 export function sendOne<T = any>(url: string, request: LoadRequest, socket?: net.Socket): Promise<Outcome<T>> {
-  const { host, port } = target(url);
-  const headers: Record<string, string> = { connection: 'close', ...request.headers };
-  if (request.key !== undefined) headers['x-api-key'] = request.key;
-  let payload: string | undefined;
-  if (request.body !== undefined) {
-    payload = JSON.stringify(request.body);
-    headers['content-type'] ??= 'application/json';
-    headers['content-length'] = String(Buffer.byteLength(payload));
-  }
-  return new Promise((resolve) => {
-    let settled = false;
-    const done = (outcome: Outcome<T>) => {
-      if (settled) return;
-      settled = true;
-      resolve(outcome);
-    };
-    const req = http.request({
-      host,
-      port,
-      method: request.method ?? 'POST',
-      path: request.path,
-      headers,
-      agent: false,
-      ...(socket ? { createConnection: () => socket } : {}),
-    });
-    req.on('response', (res) => {
-      const chunks: Buffer[] = [];
-      res.on('data', (chunk: Buffer) => chunks.push(chunk));
-      res.on('error', (error) => done({ request, error }));
-      res.on('aborted', () => done({ request, error: new Error('response aborted') }));
-      res.on('end', () => {
-        const text = Buffer.concat(chunks).toString('utf8');
-        let body: unknown;
-        try {
-          body = JSON.parse(text);
-        } catch {
-          body = undefined;
-        }
-        done({ request, reply: { status: res.statusCode ?? 0, headers: res.headers, body: body as T, text, at: Date.now() } });
-      });
-    });
-    req.on('error', (error) => done({ request, error }));
-    req.end(payload);
-  });
+  return exchange<T>(url, request, { agent: false, headers: { connection: 'close' }, ...(socket ? { createConnection: () => socket } : {}) });
 }
 
 export interface BurstOptions<T> {
@@ -182,40 +169,15 @@ export class KeepAliveClients {
    * request has been handed to the kernel.
    */
   send<T = any>(requests: readonly LoadRequest[], onWritten?: () => void): Promise<Outcome<T>[]> {
-    const { host, port } = target(this.url);
     let written = 0;
     return Promise.all(
-      requests.map(
-        (request) =>
-          new Promise<Outcome<T>>((resolve) => {
-            const headers: Record<string, string> = { ...request.headers };
-            if (request.key !== undefined) headers['x-api-key'] = request.key;
-            const payload = request.body === undefined ? undefined : JSON.stringify(request.body);
-            if (payload !== undefined) {
-              headers['content-type'] ??= 'application/json';
-              headers['content-length'] = String(Buffer.byteLength(payload));
-            }
-            const req = http.request({ host, port, method: request.method ?? 'POST', path: request.path, headers, agent: this.agent });
-            req.on('response', (res) => {
-              const chunks: Buffer[] = [];
-              res.on('data', (chunk: Buffer) => chunks.push(chunk));
-              res.on('error', (error) => resolve({ request, error }));
-              res.on('end', () => {
-                const text = Buffer.concat(chunks).toString('utf8');
-                let body: unknown;
-                try {
-                  body = JSON.parse(text);
-                } catch {
-                  body = undefined;
-                }
-                resolve({ request, reply: { status: res.statusCode ?? 0, headers: res.headers, body: body as T, text, at: Date.now() } });
-              });
-            });
-            req.on('error', (error) => resolve({ request, error }));
-            req.end(payload, () => {
-              if (++written === requests.length) onWritten?.();
-            });
-          }),
+      requests.map((request) =>
+        exchange<T>(this.url, request, {
+          agent: this.agent,
+          onWritten: () => {
+            if (++written === requests.length) onWritten?.();
+          },
+        }),
       ),
     );
   }

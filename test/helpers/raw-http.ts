@@ -21,7 +21,8 @@ export interface RawRequest {
   timeoutMs?: number;
 }
 
-function parse(text: string): unknown {
+/** The text parsed as JSON, or undefined when it is not JSON. */
+export function parseJson(text: string): unknown {
   try {
     return JSON.parse(text);
   } catch {
@@ -33,8 +34,8 @@ function lower(headers: Record<string, string>): Record<string, string> {
   return Object.fromEntries(Object.entries(headers).map(([name, value]) => [name.toLowerCase(), value]));
 }
 
-/** Collects a response; resolves once it has ended. */
-function collect(response: http.IncomingMessage): Promise<RawReply> {
+/** Reads a response to its end; rejects if the connection closes before it is complete. */
+export function readReply<T = any>(response: http.IncomingMessage): Promise<RawReply<T>> {
   return new Promise((resolve, reject) => {
     const chunks: Buffer[] = [];
     response.on('data', (chunk: Buffer) => chunks.push(chunk));
@@ -44,48 +45,47 @@ function collect(response: http.IncomingMessage): Promise<RawReply> {
     });
     response.on('end', () => {
       const text = Buffer.concat(chunks).toString('utf8');
-      resolve({ status: response.statusCode ?? 0, headers: response.headers, text, body: parse(text) });
+      resolve({ status: response.statusCode ?? 0, headers: response.headers, text, body: parseJson(text) as T });
+    });
+  });
+}
+
+/** The reply to `request`; rejects on a network error, or after `timeoutMs` (destroying the request) with `timeoutMessage`. */
+function answerTo<T>(request: http.ClientRequest, timeoutMs: number, timeoutMessage: string): Promise<RawReply<T>> {
+  return new Promise((resolve, reject) => {
+    const timer = setTimeout(() => {
+      request.destroy();
+      reject(new Error(timeoutMessage));
+    }, timeoutMs);
+    const settle = <A>(how: (value: A) => void) => (value: A) => {
+      clearTimeout(timer);
+      how(value);
+    };
+    let answered = false;
+    request.on('response', (response) => {
+      answered = true;
+      readReply<T>(response).then(settle(resolve), settle(reject));
+    });
+    // A server that refuses early (413) may close while we are still writing the body: the write
+    // then fails with EPIPE/ECONNRESET, but the answer that came first is what counts.
+    request.on('error', (error) => {
+      if (!answered) settle(reject)(error);
     });
   });
 }
 
 /** One request on a fresh connection; rejects on a network error or after `timeoutMs`. */
-export function rawRequest<T = any>(port: number, options: RawRequest): Promise<RawReply<T>> {
+export async function rawRequest<T = any>(port: number, options: RawRequest): Promise<RawReply<T>> {
   const headers = lower(options.headers ?? {});
   const body = options.body === undefined ? undefined : Buffer.from(options.body);
   if (body !== undefined && headers['content-length'] === undefined && headers['transfer-encoding'] === undefined) {
     headers['content-length'] = String(body.length);
   }
   const timeoutMs = options.timeoutMs ?? 10_000;
-  return new Promise((resolve, reject) => {
-    const request = http.request({ host: '127.0.0.1', port, method: options.method ?? 'POST', path: options.path, headers, agent: false });
-    const timer = setTimeout(() => {
-      request.destroy();
-      reject(new Error(`no answer within ${timeoutMs} ms to ${options.method ?? 'POST'} ${options.path}`));
-    }, timeoutMs);
-    let answered = false;
-    request.on('response', (response) => {
-      answered = true;
-      collect(response).then(
-        (reply) => {
-          clearTimeout(timer);
-          resolve(reply);
-        },
-        (error: unknown) => {
-          clearTimeout(timer);
-          reject(error);
-        },
-      );
-    });
-    // A server that refuses early (413) may close while we are still writing the body: the write
-    // then fails with EPIPE/ECONNRESET, but the answer that came first is what counts.
-    request.on('error', (error) => {
-      if (answered) return;
-      clearTimeout(timer);
-      reject(error);
-    });
-    request.end(body);
-  });
+  const request = http.request({ host: '127.0.0.1', port, method: options.method ?? 'POST', path: options.path, headers, agent: false });
+  const answer = answerTo<T>(request, timeoutMs, `no answer within ${timeoutMs} ms to ${options.method ?? 'POST'} ${options.path}`);
+  request.end(body);
+  return answer;
 }
 
 export interface StreamOutcome {
@@ -106,46 +106,19 @@ export interface StreamOutcome {
  * (e.g. limit + 1): a server that refuses mid-body closes a connection with unread input, which
  * resets it, and a client still writing then fails with EPIPE before it reads the answer.
  */
-export function streamPartial(
+export async function streamPartial(
   port: number,
   options: { path: string; headers?: Record<string, string>; bytes: number; fill?: number; timeoutMs?: number },
 ): Promise<StreamOutcome> {
   const headers = lower(options.headers ?? {});
   if (headers['content-length'] === undefined) headers['transfer-encoding'] = 'chunked';
   const timeoutMs = options.timeoutMs ?? 15_000;
-  return new Promise((resolve, reject) => {
-    const request = http.request({ host: '127.0.0.1', port, method: 'POST', path: options.path, headers, agent: false });
-    let answered = false;
-    let socketClosed!: () => void;
-    const closed = new Promise<void>((resolveClosed) => {
-      socketClosed = resolveClosed;
-    });
-    request.on('socket', (socket) => socket.once('close', () => socketClosed()));
-    const timer = setTimeout(() => {
-      request.destroy();
-      reject(new Error(`no answer within ${timeoutMs} ms after streaming ${options.bytes} bytes (unfinished) to ${options.path}`));
-    }, timeoutMs);
-    request.on('response', (response) => {
-      answered = true;
-      collect(response).then(
-        (reply) => {
-          clearTimeout(timer);
-          resolve({ reply, closed, destroy: () => request.destroy() });
-        },
-        (error: unknown) => {
-          clearTimeout(timer);
-          reject(error);
-        },
-      );
-    });
-    request.on('error', (error) => {
-      if (answered) return;
-      clearTimeout(timer);
-      reject(error);
-    });
-    request.flushHeaders();
-    if (options.bytes > 0) request.write(Buffer.alloc(options.bytes, options.fill ?? 0x20));
-  });
+  const request = http.request({ host: '127.0.0.1', port, method: 'POST', path: options.path, headers, agent: false });
+  const closed = new Promise<void>((resolve) => request.on('socket', (socket) => socket.once('close', () => resolve())));
+  const answer = answerTo(request, timeoutMs, `no answer within ${timeoutMs} ms after streaming ${options.bytes} bytes (unfinished) to ${options.path}`);
+  request.flushHeaders();
+  if (options.bytes > 0) request.write(Buffer.alloc(options.bytes, options.fill ?? 0x20));
+  return { reply: await answer, closed, destroy: () => request.destroy() };
 }
 
 /** Resolves true if `promise` settles within `ms`, false otherwise. */

@@ -191,7 +191,7 @@ export function useTestDatabase<Ctx extends { db: TestDatabase }>(test: Test<Ctx
     }
   });
   test.after(async (ctx) => {
-    const servers = Object.values(ctx).filter((value): value is TestServer => value instanceof TestServer);
+    const servers = Object.values(ctx as Record<string, unknown>).filter((value): value is TestServer => value instanceof TestServer);
     await Promise.all(servers.map((server) => server.close()));
     await ctx.db?.drop();
   });

@@ -1,5 +1,7 @@
-// A TCP proxy between the server under test and Postgres, run inside the bench process, to cut
-// the server off from its database while the bench fills the log. Three states:
+// A TCP proxy between the server under test and Postgres, run inside the test or bench process,
+// to cut the server off from its database: the pipeline tests simulate an outage with close() and
+// reopen(), the drain bench (native-bench/drain.ts) holds the queries while it fills the log.
+// Three states:
 //   open    bytes flow both ways.
 //   held    connections stay up and a new connection still completes its handshake (up to the
 //           first ReadyForQuery), but every byte the server sends after that is held back until

@@ -26,6 +26,8 @@ const BREAKER_PAUSE_MAX_MS = 10 * 60_000;
 /** How long a deferred delivery (endpoint busy or its circuit open) waits before it is due again. */
 const BUSY_DEFER_MS = 200;
 const JITTER = 0.2;
+/** How long a delivery whose secret cannot be decrypted waits before it is tried again. */
+const UNSIGNABLE_DEFER_MS = 60_000;
 
 interface Breaker {
   failures: number;
@@ -126,12 +128,21 @@ export class Dispatcher {
     if ((this.inFlightByOrg.get(orgId) ?? 0) >= IN_FLIGHT_PER_ENDPOINT) {
       return this.settle({ id: due.id, outcome: 'deferred', attempt: null, nextAttemptAt: new Date(now + BUSY_DEFER_MS), scheduleStep: due.schedule_step });
     }
+    let task: DeliveryTask;
+    try {
+      task = this.sign(due);
+    } catch (error) {
+      // A secret sealed with another WEBHOOK_SECRET_KEY (instances must share it): nothing can be
+      // signed, so nothing is sent; the event waits, and the operator is told.
+      this.logger.error({ err: error, organizationId: orgId }, 'webhook secret cannot be decrypted (check WEBHOOK_SECRET_KEY)');
+      return this.settle({ id: due.id, outcome: 'deferred', attempt: null, nextAttemptAt: new Date(now + UNSIGNABLE_DEFER_MS), scheduleStep: due.schedule_step });
+    }
     if (open) breaker.probing = true;
     this.inFlight++;
     this.inFlightByOrg.set(orgId, (this.inFlightByOrg.get(orgId) ?? 0) + 1);
     const attemptedAt = new Date();
     void this.pool
-      .run(this.sign(due))
+      .run(task)
       .catch((error: Error): DeliveryResult => ({ error: `delivery worker failed: ${error.message}`, durationMs: 0 }))
       .then((result) => this.finish(due, attemptedAt, result, open))
       .finally(() => {

@@ -91,7 +91,7 @@ export class Dispatcher {
       let claimed: DueDelivery[] = [];
       if (this.capacity > 0) {
         try {
-          claimed = await claimDue(this.sql, this.capacity, leaseMs);
+          claimed = await claimDue(this.sql, this.capacity, leaseMs, this.saturatedOrgs());
         } catch (error) {
           this.logger.warn({ err: error }, 'claiming due deliveries failed');
         }
@@ -106,6 +106,17 @@ export class Dispatcher {
         };
       });
     }
+  }
+
+  /** Orgs whose endpoint takes nothing more right now: circuit open or probing, or at its in-flight cap. */
+  private saturatedOrgs(): string[] {
+    const now = Date.now();
+    const orgs = new Set<string>();
+    for (const [orgId, count] of this.inFlightByOrg) if (count >= IN_FLIGHT_PER_ENDPOINT) orgs.add(orgId);
+    for (const [orgId, breaker] of this.breakers) {
+      if (breaker.failures >= BREAKER_THRESHOLD && (now < breaker.openUntil || breaker.probing)) orgs.add(orgId);
+    }
+    return [...orgs];
   }
 
   private breaker(orgId: string): Breaker {
@@ -158,7 +169,12 @@ export class Dispatcher {
     const timestamp = Math.floor(Date.now() / 1000);
     const secrets = [decryptSecret(this.secretKey, due.secret_enc)];
     if (due.previous_secret_enc !== null && due.previous_secret_expires_at !== null && due.previous_secret_expires_at.getTime() > Date.now()) {
-      secrets.push(decryptSecret(this.secretKey, due.previous_secret_enc));
+      // The previous secret only adds a second signature: if it cannot be read, sign without it.
+      try {
+        secrets.push(decryptSecret(this.secretKey, due.previous_secret_enc));
+      } catch {
+        this.logger.warn({ organizationId: due.organization_id }, 'previous webhook secret cannot be decrypted; signing with the current one only');
+      }
     }
     return {
       url: due.url,

@@ -18,14 +18,30 @@ export async function findEndpoint(sql: Sql, organizationId: string): Promise<En
   return row ?? null;
 }
 
-/** Sets the URL; a new endpoint gets `secretEnc`, an existing one keeps its secret. Re-enables a disabled one. */
-export async function saveEndpoint(sql: Sql, organizationId: string, url: string, secretEnc: string): Promise<Endpoint> {
-  const [row] = await sql<Endpoint[]>`
-    insert into webhook_endpoints (organization_id, url, secret_enc)
-    values (${organizationId}, ${url}, ${secretEnc})
-    on conflict (organization_id) do update set url = excluded.url, updated_at = now(), disabled_at = null
-    returning ${sql.unsafe(ENDPOINT_COLUMNS)}`;
-  return row!;
+/**
+ * Sets the URL. A new endpoint gets `secretEnc`; an existing one keeps its secret unless
+ * `replaceSecret` (its secret can no longer be decrypted). A disabled endpoint is re-enabled and
+ * the events accepted while it was disabled become due.
+ */
+export async function saveEndpoint(sql: Sql, organizationId: string, url: string, secretEnc: string, replaceSecret: boolean): Promise<Endpoint> {
+  return sql.begin(async (tx) => {
+    const [previous] = await tx<{ disabled_at: Date | null }[]>`
+      select disabled_at from webhook_endpoints where organization_id = ${organizationId} for update`;
+    const [row] = await tx<Endpoint[]>`
+      insert into webhook_endpoints (organization_id, url, secret_enc)
+      values (${organizationId}, ${url}, ${secretEnc})
+      on conflict (organization_id) do update set
+        url = excluded.url, updated_at = now(), disabled_at = null,
+        secret_enc = case when ${replaceSecret} then excluded.secret_enc else webhook_endpoints.secret_enc end
+      returning ${tx.unsafe(ENDPOINT_COLUMNS)}`;
+    if (previous?.disabled_at) {
+      await tx`
+        update events set next_attempt_at = now()
+        where organization_id = ${organizationId} and status = 'pending' and next_attempt_at is null
+          and received_at >= ${previous.disabled_at}`;
+    }
+    return row!;
+  });
 }
 
 /** Removes the endpoint and unschedules the org's pending deliveries (the events stay in the inbox). */
@@ -68,14 +84,17 @@ export interface DueDelivery {
 /**
  * Claims up to `limit` due deliveries of orgs with an active endpoint: their next_attempt_at
  * moves `leaseMs` ahead, so another instance skips them (SKIP LOCKED) and, should this one
- * crash mid-delivery, they come due again after the lease (at least once).
+ * crash mid-delivery, they come due again after the lease (at least once). `skipOrgs`: endpoints
+ * that cannot take more now (circuit open, or at their in-flight cap) — their backlog stays
+ * unclaimed instead of being claimed and put back, so it cannot crowd out other orgs.
  */
-export async function claimDue(sql: Sql, limit: number, leaseMs: number): Promise<DueDelivery[]> {
+export async function claimDue(sql: Sql, limit: number, leaseMs: number, skipOrgs: readonly string[]): Promise<DueDelivery[]> {
   return sql<DueDelivery[]>`
     with due as (
       select e.id from events e
       join webhook_endpoints w on w.organization_id = e.organization_id and w.disabled_at is null
       where e.status = 'pending' and e.next_attempt_at <= now()
+        and e.organization_id <> all(${sql.array(skipOrgs as string[])}::uuid[])
       order by e.next_attempt_at
       limit ${limit}
       for update of e skip locked

@@ -16,6 +16,13 @@ export function webhookRoutes(router: Router, ctx: AcceptorContext): void {
   const { sql, keys, config } = ctx;
   const secretKey = loadSecretKey(config.webhookSecretKey, config.dataDir);
   const noEndpoint = () => new ApiError('not_found', 'No webhook endpoint is configured.');
+  const readable = (sealed: string): string | null => {
+    try {
+      return decryptSecret(secretKey, sealed);
+    } catch {
+      return null;
+    }
+  };
 
   router.on('post', '/api/webhook/config', async (exchange, head) => {
     const body = readJson(exchange, head, MAX_CONFIG_BODY);
@@ -23,7 +30,10 @@ export function webhookRoutes(router: Router, ctx: AcceptorContext): void {
     const parsed = await body;
     if (!isPlainObject(parsed)) throw validationError('body', 'The body must be {"webhook_url": "..."}.');
     const url = await checkWebhookUrl(parsed.webhook_url, config.webhookAllowPrivate);
-    const endpoint = await saveEndpoint(sql, principal.org.id, url.href, encryptSecret(secretKey, newWebhookSecret()));
+    // A secret sealed under another WEBHOOK_SECRET_KEY is useless: configuring again replaces it.
+    const existing = await findEndpoint(sql, principal.org.id);
+    const unreadable = existing !== null && readable(existing.secret_enc) === null;
+    const endpoint = await saveEndpoint(sql, principal.org.id, url.href, encryptSecret(secretKey, newWebhookSecret()), unreadable);
     exchange.send(200, JSON.stringify({
       webhook_url: endpoint.url,
       secret: decryptSecret(secretKey, endpoint.secret_enc),
@@ -37,7 +47,7 @@ export function webhookRoutes(router: Router, ctx: AcceptorContext): void {
     if (endpoint === null) throw noEndpoint();
     exchange.send(200, JSON.stringify({
       webhook_url: endpoint.url,
-      secret: decryptSecret(secretKey, endpoint.secret_enc),
+      secret: readable(endpoint.secret_enc),
       updated_at: endpoint.updated_at.toISOString(),
       disabled: endpoint.disabled_at !== null,
     }));

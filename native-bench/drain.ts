@@ -11,17 +11,16 @@
 // native-bench/RESULTS.md (content outside the marker comments is kept).
 // Usage: npm run bench:drain [-- --events 200000 --workers 1,2 --batch-sizes 2000 --rate 10000 ...]
 //        npm run bench:drain -- --help
-import { spawnSync } from 'node:child_process';
-import { mkdtempSync, readdirSync, readFileSync, rmSync } from 'node:fs';
-import net from 'node:net';
+import { mkdtempSync, rmSync } from 'node:fs';
 import path from 'node:path';
 import { monitorEventLoopDelay } from 'node:perf_hooks';
 import { Worker } from 'node:worker_threads';
 import { connect, type Sql } from '../src/db/postgres.ts';
 import {
-  benchClock, BODY, cleanupMark, commandLine, createDatabase, createKeys, describeFailure, EVENT, filesystemOf, interrupted, log,
-  machineFacts, nonDefaults, onCleanup, parseBenchArgs, positive, positiveList, postgresBaseUrl, postgresVersion,
-  runCleanups, startServer, stats, StatusCounter, stopServer, writeResultsSection, type RunningServer, type Stats,
+  backlogOf, benchClock, BODY, cleanupMark, commandLine, countRows, cpuUse, createDatabase, createKeys, describeFailure, EVENT,
+  filesystemOf, fmt, int, interrupted, isLocalHost, log, machineFacts, nonDefaults, onCleanup, PacedClient, parseBenchArgs, positive,
+  positiveList, postgresBaseUrl, postgresVersion, preload, runCleanups, sampleCpu, sleep, startServer, stats, StatusCounter, stopServer,
+  waitForBacklog, warmKeys, writeResultsSection, type CpuUse, type Stats,
 } from './lib.ts';
 import type { PollerInit, PollerMessage, PollerStop } from './lag-poller.ts';
 import { PgProxy } from '../test/helpers/pg-proxy.ts';
@@ -117,34 +116,6 @@ const DEFAULTS = {
 
 /** Every stamp the bench takes is on this clock (ms, monotonic, the same in the poller thread). */
 const now = benchClock;
-const sleep = (ms: number) => new Promise<void>((resolve) => setTimeout(resolve, Math.max(0, ms)));
-const fmt = (value: number | null, digits = 1) => (value === null || !Number.isFinite(value) ? 'n/a' : value.toFixed(digits));
-const int = (value: number) => Math.round(value).toLocaleString('en-US');
-
-/** Gauges and counters without labels from GET /metrics. */
-async function readMetrics(port: number): Promise<Map<string, number>> {
-  const response = await fetch(`http://127.0.0.1:${port}/metrics`);
-  const text = await response.text();
-  if (response.status !== 200) throw new Error(`GET /metrics: ${response.status} ${text.slice(0, 200)}`);
-  const values = new Map<string, number>();
-  for (const match of text.matchAll(/^(\w+) (\S+)$/gm)) values.set(match[1]!, Number(match[2]));
-  return values;
-}
-
-async function backlogOf(port: number): Promise<number> {
-  const backlog = (await readMetrics(port)).get('triggers_log_backlog');
-  if (backlog === undefined) throw new Error('GET /metrics has no triggers_log_backlog');
-  return backlog;
-}
-
-/** Puts each key in the acceptor's key cache (GET /api/keys), so no request needs Postgres for auth later. */
-async function warmKeys(server: RunningServer, keys: string[]): Promise<void> {
-  for (const key of keys) {
-    const response = await fetch(`http://127.0.0.1:${server.port}/api/keys`, { headers: { 'x-api-key': key } });
-    await response.text();
-    if (response.status !== 200) throw new Error(`GET /api/keys: ${response.status}`);
-  }
-}
 
 /** Backends of `database` that have run the drain's INSERT: the persist workers' connections. */
 async function persistConnections(sql: Sql, database: string): Promise<number> {
@@ -154,152 +125,15 @@ async function persistConnections(sql: Sql, database: string): Promise<number> {
   return row!.n;
 }
 
-async function waitForBacklog(port: number, timeoutMs: number): Promise<void> {
-  const deadline = now() + timeoutMs;
-  for (;;) {
-    const backlog = await backlogOf(port);
-    if (backlog === 0) return;
-    if (now() > deadline) throw new Error(`backlog still ${backlog} after ${timeoutMs / 1000} s`);
-    await sleep(20);
-  }
-}
-
-async function countRows(sql: Sql, type?: string): Promise<number> {
-  const [row] = type === undefined
-    ? await sql<{ n: number }[]>`select count(*)::int as n from events`
-    : await sql<{ n: number }[]>`select count(*)::int as n from events where type = ${type}`;
-  return row!.n;
-}
-
 /** Enough orgs that none passes its burst: at least --keys, at least events / 90,000. */
 function keysFor(events: number): number {
   return Math.max(opts.keys, Math.ceil(events / EVENTS_PER_KEY));
-}
-
-// ---------------------------------------------------------------- CPU time from /proc (Linux)
-
-const CLOCK_TICKS = (() => {
-  const probe = spawnSync('getconf', ['CLK_TCK'], { encoding: 'utf8' });
-  const value = Number(probe.stdout?.trim());
-  return probe.status === 0 && value > 0 ? value : 100;
-})();
-
-/** utime + stime of a process or thread in seconds, or null when /proc does not have it. */
-function cpuSeconds(statPath: string): number | null {
-  try {
-    const stat = readFileSync(statPath, 'utf8');
-    // Fields after the `(comm)`, which may itself contain spaces: state is field 3, utime 14, stime 15.
-    const fields = stat.slice(stat.lastIndexOf(')') + 2).split(' ');
-    return (Number(fields[11]) + Number(fields[12])) / CLOCK_TICKS;
-  } catch {
-    return null;
-  }
-}
-
-interface CpuSample {
-  serverMain: number | null;
-  serverAll: number | null;
-  /** Per Postgres backend pid of the bench database. */
-  backends: Map<number, number>;
-}
-
-/** Backends of `database` other than the bench's own connection (Postgres on this machine only). */
-async function backendPids(sql: Sql, database: string): Promise<number[]> {
-  const rows = await sql<{ pid: number }[]>`
-    select pid from pg_stat_activity where datname = ${database} and pid <> pg_backend_pid()`;
-  return rows.map((row) => row.pid);
-}
-
-async function sampleCpu(serverPid: number, sql: Sql, database: string, postgresLocal: boolean): Promise<CpuSample> {
-  const backends = new Map<number, number>();
-  if (postgresLocal) {
-    for (const pid of await backendPids(sql, database)) {
-      const seconds = cpuSeconds(`/proc/${pid}/stat`);
-      if (seconds !== null) backends.set(pid, seconds);
-    }
-  }
-  return { serverMain: cpuSeconds(`/proc/${serverPid}/task/${serverPid}/stat`), serverAll: cpuSeconds(`/proc/${serverPid}/stat`), backends };
-}
-
-interface CpuUse {
-  /** Cores used on average over the interval (CPU seconds / wall seconds). */
-  serverMain: number | null;
-  serverOther: number | null;
-  postgres: number | null;
-}
-
-function cpuUse(start: CpuSample, end: CpuSample, seconds: number, postgresLocal: boolean): CpuUse {
-  const diff = (a: number | null, b: number | null) => (a === null || b === null ? null : (b - a) / seconds);
-  const main = diff(start.serverMain, end.serverMain);
-  const all = diff(start.serverAll, end.serverAll);
-  let postgres: number | null = null;
-  if (postgresLocal && end.backends.size > 0) {
-    postgres = 0;
-    // A backend that connected after the start sample spent all its time inside the interval.
-    for (const [pid, seconds_] of end.backends) postgres += seconds_ - (start.backends.get(pid) ?? 0);
-    postgres /= seconds;
-  }
-  return { serverMain: main, serverOther: main === null || all === null ? null : all - main, postgres };
-}
-
-function isLocalHost(databaseUrl: string): boolean {
-  const host = new URL(databaseUrl).hostname;
-  return ['127.0.0.1', 'localhost', '[::1]', '::1'].includes(host) && process.platform === 'linux' && readdirSync('/proc').length > 0;
 }
 
 // ---------------------------------------------------------------- 1. drain rate
 
 /** Drain failures during the warm-ups, by error message (over all settings). */
 const warmupRetries = new Map<string, number>();
-
-interface PreloadResult {
-  accepted: number;
-  seconds: number;
-  /** HTTP statuses other than 200, and per-event rejection codes. */
-  problems: string[];
-}
-
-/** POSTs `events` events in batches of 1000, `concurrency` at a time, rotating over the keys. */
-async function preload(port: number, keys: string[], events: number, concurrency: number): Promise<PreloadResult> {
-  const bodies = new Map<number, string>();
-  const bodyOf = (size: number) => {
-    let body = bodies.get(size);
-    if (body === undefined) bodies.set(size, (body = `{"events":[${new Array(size).fill(BODY).join(',')}]}`));
-    return body;
-  };
-  const requests = Math.ceil(events / PRELOAD_BATCH);
-  const statuses = new StatusCounter();
-  const rejected = new Map<string, number>();
-  let next = 0;
-  let accepted = 0;
-  const started = now();
-  const worker = async () => {
-    while (next < requests) {
-      const i = next++;
-      const size = Math.min(PRELOAD_BATCH, events - i * PRELOAD_BATCH);
-      const response = await fetch(`http://127.0.0.1:${port}/api/events/batch`, {
-        method: 'POST',
-        headers: { 'content-type': 'application/json', 'x-api-key': keys[i % keys.length]! },
-        body: bodyOf(size),
-        signal: AbortSignal.timeout(60_000),
-      });
-      const text = await response.text();
-      statuses.add(response.status);
-      if (response.status !== 200) continue;
-      const result = JSON.parse(text) as { accepted: number; rejected: number; results: Array<{ code?: string }> };
-      accepted += result.accepted;
-      if (result.rejected > 0) {
-        for (const item of result.results) if (item.code) rejected.set(item.code, (rejected.get(item.code) ?? 0) + 1);
-      }
-    }
-  };
-  await Promise.all(Array.from({ length: concurrency }, worker));
-  const problems: string[] = [];
-  const non200 = [...statuses.counts].filter(([status]) => status !== 200);
-  if (non200.length > 0) problems.push(`preload HTTP non-200: ${non200.map(([s, n]) => `${s}×${n}`).join(', ')}`);
-  if (rejected.size > 0) problems.push(`preload events rejected: ${[...rejected].map(([c, n]) => `${c}×${n}`).join(', ')}`);
-  return { accepted, seconds: (now() - started) / 1000, problems };
-}
 
 interface DrainResult {
   workers: number;
@@ -382,7 +216,7 @@ async function benchDrain(workers: number, batchSize: number, baseUrl: string, p
     if (opts.cut === 'hold') proxy.hold();
     else await proxy.close();
     log(`${label}: proxy ${proxy.state}; preloading ${int(opts.events)} events (${PRELOAD_BATCH} per request, ${opts.concurrency} in flight, ${keys.length} orgs)`);
-    const loaded = await preload(server.port, keys, opts.events, opts.concurrency);
+    const loaded = await preload(server.port, keys, opts.events, opts.concurrency, PRELOAD_BATCH);
     notes.push(...loaded.problems);
     if (loaded.accepted === 0) throw new Error(`no event accepted in the preload (${loaded.problems.join('; ')})`);
     if (opts.cut === 'hold' && loaded.seconds * 1000 > SERVER_BATCH_TIMEOUT_MS * 0.8) {
@@ -438,180 +272,6 @@ async function benchDrain(workers: number, batchSize: number, baseUrl: string, p
 }
 
 // ---------------------------------------------------------------- 2. end-to-end lag
-
-/** Paced single-event POSTs over raw keep-alive sockets (one request at a time per socket). */
-class PacedClient {
-  readonly sentAt: Float64Array;
-  readonly ackAt: Float64Array;
-  readonly status: Uint16Array;
-  /** Event id (from the 202) → request index. */
-  readonly indexOf = new Map<string, number>();
-  readonly statuses = new StatusCounter();
-  errors = 0;
-  completed = 0;
-  started = 0;
-  finished = 0;
-  private readonly scheduledAt: Float64Array;
-  private readonly heads: string[];
-  private queued = 0;
-  private sent = 0;
-  private readonly idle: Socket[] = [];
-  private readonly sockets = new Set<Socket>();
-  private done: () => void = () => {};
-
-  constructor(
-    private readonly port: number,
-    keys: string[],
-    private readonly type: string,
-    private readonly rate: number,
-    readonly total: number,
-    private readonly connections: number,
-  ) {
-    this.sentAt = new Float64Array(total);
-    this.ackAt = new Float64Array(total);
-    this.status = new Uint16Array(total);
-    this.scheduledAt = new Float64Array(total);
-    this.heads = keys.map(
-      (key) => `POST /api/events HTTP/1.1\r\nHost: 127.0.0.1:${port}\r\nContent-Type: application/json\r\nX-API-Key: ${key}\r\nContent-Length: `,
-    );
-  }
-
-  /** Send lateness (actual send − schedule) in ms. */
-  lateness(): number[] {
-    const late: number[] = [];
-    for (let i = 0; i < this.sent; i++) late.push(this.sentAt[i]! - this.scheduledAt[i]!);
-    return late;
-  }
-
-  async run(deadlineMs: number): Promise<void> {
-    await Promise.all(Array.from({ length: Math.min(this.connections, this.total) }, () => this.open()));
-    const finished = new Promise<void>((resolve) => (this.done = resolve));
-    this.started = now() + 1;
-    for (let i = 0; i < this.total; i++) this.scheduledAt[i] = this.started + (i * 1000) / this.rate;
-    const tick = () => {
-      const due = Math.min(this.total, Math.floor(((now() - this.started) * this.rate) / 1000) + 1);
-      if (due > this.queued) this.queued = due;
-      this.pump();
-      if (this.queued < this.total) setTimeout(tick, 1);
-    };
-    tick();
-    const timer = setTimeout(() => this.done(), deadlineMs);
-    await finished;
-    clearTimeout(timer);
-    this.finished = now();
-    this.errors += this.total - this.completed; // unanswered at the deadline
-    for (const socket of this.sockets) socket.raw.destroy();
-  }
-
-  private open(): Promise<void> {
-    return new Promise((resolve, reject) => {
-      const socket = new Socket(net.connect({ host: '127.0.0.1', port: this.port }), this);
-      socket.raw.once('connect', () => {
-        socket.connected = true;
-        this.sockets.add(socket);
-        this.idle.push(socket);
-        resolve();
-      });
-      socket.raw.once('error', reject);
-    });
-  }
-
-  private pump(): void {
-    while (this.sent < this.queued && this.idle.length > 0) {
-      const socket = this.idle.pop()!;
-      const i = this.sent++;
-      const sentAt = now();
-      this.sentAt[i] = sentAt;
-      const body = `{"type":"${this.type}","payload":{"seq":${i},"sent_at":${sentAt.toFixed(3)},"user":"u_123","amount":42.5}}`;
-      socket.send(i, `${this.heads[i % this.heads.length]}${Buffer.byteLength(body)}\r\n\r\n${body}`);
-    }
-  }
-
-  /** A socket answered request `i` (status 0: it failed). */
-  answered(socket: Socket, i: number, status: number, body: string): void {
-    this.completed++;
-    if (status === 0) {
-      this.errors++;
-    } else {
-      this.ackAt[i] = now();
-      this.status[i] = status;
-      this.statuses.add(status);
-      if (status === 202) {
-        const id = /"id":"([0-9a-f-]{36})"/.exec(body)?.[1];
-        if (id !== undefined) this.indexOf.set(id, i);
-      }
-    }
-    if (socket.alive) this.idle.push(socket);
-    else this.lost(socket);
-    if (this.completed === this.total) this.done();
-    else this.pump();
-  }
-
-  /** A connection closed: forget it and, while there is more to send, open another. */
-  lost(socket: Socket): void {
-    this.sockets.delete(socket);
-    const idle = this.idle.indexOf(socket);
-    if (idle !== -1) this.idle.splice(idle, 1);
-    // (A connection that never connected is not retried: open() reported that.)
-    if (socket.connected && this.sent < this.total && this.finished === 0) {
-      this.open().then(() => this.pump(), () => {});
-    }
-  }
-}
-
-/** One keep-alive connection: writes a request, parses its response (Content-Length bodies only). */
-class Socket {
-  private buffer: Buffer = Buffer.alloc(0);
-  private current = -1;
-  alive = true;
-  connected = false;
-
-  constructor(
-    readonly raw: net.Socket,
-    private readonly client: PacedClient,
-  ) {
-    raw.setNoDelay(true);
-    raw.on('data', (chunk: Buffer) => this.data(chunk));
-    const gone = () => {
-      if (!this.alive) return;
-      this.alive = false;
-      const i = this.current;
-      this.current = -1;
-      if (i !== -1) this.client.answered(this, i, 0, '');
-      else this.client.lost(this);
-    };
-    raw.on('error', gone);
-    raw.on('close', gone);
-  }
-
-  send(i: number, request: string): void {
-    this.current = i;
-    this.raw.write(request);
-  }
-
-  private data(chunk: Buffer): void {
-    this.buffer = this.buffer.length === 0 ? chunk : Buffer.concat([this.buffer, chunk]);
-    for (;;) {
-      const headEnd = this.buffer.indexOf('\r\n\r\n');
-      if (headEnd === -1) return;
-      const head = this.buffer.toString('latin1', 0, headEnd);
-      const length = /\r\ncontent-length:\s*(\d+)/i.exec(head);
-      if (!length) {
-        this.raw.destroy(new Error(`response without Content-Length: ${head.split('\r\n')[0]}`));
-        return;
-      }
-      const total = headEnd + 4 + Number(length[1]);
-      if (this.buffer.length < total) return;
-      const status = Number(head.slice(9, 12));
-      const body = this.buffer.toString('utf8', headEnd + 4, total);
-      this.buffer = this.buffer.subarray(total);
-      const i = this.current;
-      this.current = -1;
-      if (/\r\nconnection:\s*close/i.test(head)) this.alive = false;
-      if (i !== -1) this.client.answered(this, i, status, body);
-    }
-  }
-}
 
 interface LagRow {
   what: string;

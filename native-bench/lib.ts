@@ -1,15 +1,17 @@
-// Shared by the native benchmarks (ingest.ts, drain.ts): cleanup on exit or Ctrl-C, Postgres
-// (DATABASE_URL or an embedded one, a random database per run), the server under test as a
-// child process, API keys, statistics, machine facts and the RESULTS.md section writer.
+// Shared by the native benchmarks (ingest.ts, drain.ts, delivery.ts): cleanup on exit or Ctrl-C,
+// Postgres (DATABASE_URL or an embedded one, a random database per run), the server under test as
+// a child process, API keys, /metrics, statistics, CPU time from /proc, the batch preloader and the
+// paced single-event client, machine facts and the RESULTS.md section writer.
 import { spawn, spawnSync, type ChildProcess } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
-import { existsSync, readFileSync, writeFileSync } from 'node:fs';
+import { existsSync, readdirSync, readFileSync, writeFileSync } from 'node:fs';
+import net from 'node:net';
 import os from 'node:os';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { parseArgs, type ParseArgsConfig } from 'node:util';
 import { startTemporaryPostgres } from '../src/db/embedded.ts';
-import { connect } from '../src/db/postgres.ts';
+import { connect, type Sql } from '../src/db/postgres.ts';
 import { createLogger } from '../src/logger.ts';
 
 export const ROOT = fileURLToPath(new URL('..', import.meta.url));
@@ -325,6 +327,392 @@ export class StatusCounter {
     const others = [...this.counts].filter(([status]) => status !== 202).sort(([a], [b]) => a - b);
     if (others.length === 0) return '0';
     return `${this.non202} (${others.map(([status, count]) => `${status}×${count}`).join(', ')})`;
+  }
+}
+
+// ---------------------------------------------------------------- small helpers (HTTP, Postgres, formatting)
+
+const now = benchClock;
+export const sleep = (ms: number) => new Promise<void>((resolve) => setTimeout(resolve, Math.max(0, ms)));
+export const fmt = (value: number | null, digits = 1) => (value === null || !Number.isFinite(value) ? 'n/a' : value.toFixed(digits));
+export const int = (value: number) => Math.round(value).toLocaleString('en-US');
+
+/**
+ * The samples of GET /metrics, keyed by the series as written: `name` without labels,
+ * `name{label="value",…}` with them (e.g. `triggers_webhook_deliveries_total{outcome="delivered"}`).
+ */
+export async function readMetrics(port: number): Promise<Map<string, number>> {
+  const response = await fetch(`http://127.0.0.1:${port}/metrics`);
+  const text = await response.text();
+  if (response.status !== 200) throw new Error(`GET /metrics: ${response.status} ${text.slice(0, 200)}`);
+  const values = new Map<string, number>();
+  for (const match of text.matchAll(/^(\w+(?:\{[^}]*\})?) (\S+)$/gm)) values.set(match[1]!, Number(match[2]));
+  return values;
+}
+
+export async function backlogOf(port: number): Promise<number> {
+  const backlog = (await readMetrics(port)).get('triggers_log_backlog');
+  if (backlog === undefined) throw new Error('GET /metrics has no triggers_log_backlog');
+  return backlog;
+}
+
+/** Puts each key in the acceptor's key cache (GET /api/keys), so no request needs Postgres for auth later. */
+export async function warmKeys(server: RunningServer, keys: string[]): Promise<void> {
+  for (const key of keys) {
+    const response = await fetch(`http://127.0.0.1:${server.port}/api/keys`, { headers: { 'x-api-key': key } });
+    await response.text();
+    if (response.status !== 200) throw new Error(`GET /api/keys: ${response.status}`);
+  }
+}
+
+export async function waitForBacklog(port: number, timeoutMs: number): Promise<void> {
+  const deadline = now() + timeoutMs;
+  for (;;) {
+    const backlog = await backlogOf(port);
+    if (backlog === 0) return;
+    if (now() > deadline) throw new Error(`backlog still ${backlog} after ${timeoutMs / 1000} s`);
+    await sleep(20);
+  }
+}
+
+export async function countRows(sql: Sql, type?: string): Promise<number> {
+  const [row] = type === undefined
+    ? await sql<{ n: number }[]>`select count(*)::int as n from events`
+    : await sql<{ n: number }[]>`select count(*)::int as n from events where type = ${type}`;
+  return row!.n;
+}
+
+
+// ---------------------------------------------------------------- CPU time from /proc (Linux)
+
+let clockTicks: number | null = null;
+/** USER_HZ (`getconf CLK_TCK`), the unit of the CPU times in /proc; asked once, when first needed. */
+function ticksPerSecond(): number {
+  if (clockTicks === null) {
+    const probe = spawnSync('getconf', ['CLK_TCK'], { encoding: 'utf8' });
+    const value = Number(probe.stdout?.trim());
+    clockTicks = probe.status === 0 && value > 0 ? value : 100;
+  }
+  return clockTicks;
+}
+
+/** utime + stime of a process or thread in seconds, or null when /proc does not have it. */
+export function cpuSeconds(statPath: string): number | null {
+  try {
+    const stat = readFileSync(statPath, 'utf8');
+    // Fields after the `(comm)`, which may itself contain spaces: state is field 3, utime 14, stime 15.
+    const fields = stat.slice(stat.lastIndexOf(')') + 2).split(' ');
+    return (Number(fields[11]) + Number(fields[12])) / ticksPerSecond();
+  } catch {
+    return null;
+  }
+}
+
+export interface CpuSample {
+  serverMain: number | null;
+  serverAll: number | null;
+  /** Per Postgres backend pid of the bench database. */
+  backends: Map<number, number>;
+}
+
+/** Backends of `database` other than the bench's own connection (Postgres on this machine only). */
+export async function backendPids(sql: Sql, database: string): Promise<number[]> {
+  const rows = await sql<{ pid: number }[]>`
+    select pid from pg_stat_activity where datname = ${database} and pid <> pg_backend_pid()`;
+  return rows.map((row) => row.pid);
+}
+
+export async function sampleCpu(serverPid: number, sql: Sql, database: string, postgresLocal: boolean): Promise<CpuSample> {
+  const backends = new Map<number, number>();
+  if (postgresLocal) {
+    for (const pid of await backendPids(sql, database)) {
+      const seconds = cpuSeconds(`/proc/${pid}/stat`);
+      if (seconds !== null) backends.set(pid, seconds);
+    }
+  }
+  return { serverMain: cpuSeconds(`/proc/${serverPid}/task/${serverPid}/stat`), serverAll: cpuSeconds(`/proc/${serverPid}/stat`), backends };
+}
+
+export interface CpuUse {
+  /** Cores used on average over the interval (CPU seconds / wall seconds). */
+  serverMain: number | null;
+  serverOther: number | null;
+  postgres: number | null;
+}
+
+export function cpuUse(start: CpuSample, end: CpuSample, seconds: number, postgresLocal: boolean): CpuUse {
+  const diff = (a: number | null, b: number | null) => (a === null || b === null ? null : (b - a) / seconds);
+  const main = diff(start.serverMain, end.serverMain);
+  const all = diff(start.serverAll, end.serverAll);
+  let postgres: number | null = null;
+  if (postgresLocal && end.backends.size > 0) {
+    postgres = 0;
+    // A backend that connected after the start sample spent all its time inside the interval.
+    for (const [pid, seconds_] of end.backends) postgres += seconds_ - (start.backends.get(pid) ?? 0);
+    postgres /= seconds;
+  }
+  return { serverMain: main, serverOther: main === null || all === null ? null : all - main, postgres };
+}
+
+export function isLocalHost(databaseUrl: string): boolean {
+  const host = new URL(databaseUrl).hostname;
+  return ['127.0.0.1', 'localhost', '[::1]', '::1'].includes(host) && process.platform === 'linux' && readdirSync('/proc').length > 0;
+}
+
+/** Busy and total CPU time of the whole machine so far, in seconds summed over all CPUs (/proc/stat), or null. */
+export function machineCpu(): { busy: number; total: number } | null {
+  try {
+    const line = readFileSync('/proc/stat', 'utf8').split('\n', 1)[0]!;
+    // cpu user nice system idle iowait irq softirq steal (guest times are already inside user/nice).
+    const fields = line.trim().split(/\s+/).slice(1, 9).map(Number);
+    const total = fields.reduce((sum, value) => sum + value, 0);
+    const idle = fields[3]! + fields[4]!;
+    return { busy: (total - idle) / ticksPerSecond(), total: total / ticksPerSecond() };
+  } catch {
+    return null;
+  }
+}
+
+/** Cores busy on average between two machineCpu() samples (all processes: server, Postgres, the bench, anything else). */
+export function machineBusyCores(start: ReturnType<typeof machineCpu>, end: ReturnType<typeof machineCpu>): number | null {
+  if (start === null || end === null || end.total <= start.total) return null;
+  return ((end.busy - start.busy) / (end.total - start.total)) * os.cpus().length;
+}
+
+// ---------------------------------------------------------------- load generators
+
+export interface PreloadResult {
+  accepted: number;
+  seconds: number;
+  /** benchClock: when the first request went out, when the first 200 came back, when the last one did. */
+  startedAt: number;
+  firstAcceptAt: number | null;
+  endedAt: number;
+  /** HTTP statuses other than 200, and per-event rejection codes. */
+  problems: string[];
+}
+
+/**
+ * POSTs `events` copies of `event` (JSON text, default BODY) to /api/events/batch, `batchSize`
+ * (at most 1000) per request, `concurrency` requests at a time, rotating over the keys request by request.
+ */
+export async function preload(
+  port: number, keys: string[], events: number, concurrency: number, batchSize = 1000, event = BODY,
+): Promise<PreloadResult> {
+  const bodies = new Map<number, string>();
+  const bodyOf = (size: number) => {
+    let body = bodies.get(size);
+    if (body === undefined) bodies.set(size, (body = `{"events":[${new Array(size).fill(event).join(',')}]}`));
+    return body;
+  };
+  const requests = Math.ceil(events / batchSize);
+  const statuses = new StatusCounter();
+  const rejected = new Map<string, number>();
+  let next = 0;
+  let accepted = 0;
+  let firstAcceptAt: number | null = null;
+  const started = now();
+  const worker = async () => {
+    while (next < requests) {
+      const i = next++;
+      const size = Math.min(batchSize, events - i * batchSize);
+      const response = await fetch(`http://127.0.0.1:${port}/api/events/batch`, {
+        method: 'POST',
+        headers: { 'content-type': 'application/json', 'x-api-key': keys[i % keys.length]! },
+        body: bodyOf(size),
+        signal: AbortSignal.timeout(60_000),
+      });
+      const text = await response.text();
+      statuses.add(response.status);
+      if (response.status !== 200) continue;
+      firstAcceptAt ??= now();
+      const result = JSON.parse(text) as { accepted: number; rejected: number; results: Array<{ code?: string }> };
+      accepted += result.accepted;
+      if (result.rejected > 0) {
+        for (const item of result.results) if (item.code) rejected.set(item.code, (rejected.get(item.code) ?? 0) + 1);
+      }
+    }
+  };
+  await Promise.all(Array.from({ length: concurrency }, worker));
+  const problems: string[] = [];
+  const non200 = [...statuses.counts].filter(([status]) => status !== 200);
+  if (non200.length > 0) problems.push(`preload HTTP non-200: ${non200.map(([s, n]) => `${s}×${n}`).join(', ')}`);
+  if (rejected.size > 0) problems.push(`preload events rejected: ${[...rejected].map(([c, n]) => `${c}×${n}`).join(', ')}`);
+  const endedAt = now();
+  return { accepted, seconds: (endedAt - started) / 1000, startedAt: started, firstAcceptAt, endedAt, problems };
+}
+
+/** Paced single-event POSTs over raw keep-alive sockets (one request at a time per socket). */
+export class PacedClient {
+  readonly sentAt: Float64Array;
+  readonly ackAt: Float64Array;
+  readonly status: Uint16Array;
+  /** Event id (from the 202) → request index. */
+  readonly indexOf = new Map<string, number>();
+  readonly statuses = new StatusCounter();
+  errors = 0;
+  completed = 0;
+  started = 0;
+  finished = 0;
+  private readonly scheduledAt: Float64Array;
+  private readonly heads: string[];
+  private queued = 0;
+  private sent = 0;
+  private readonly idle: Socket[] = [];
+  private readonly sockets = new Set<Socket>();
+  private done: () => void = () => {};
+
+  constructor(
+    private readonly port: number,
+    keys: string[],
+    private readonly type: string,
+    private readonly rate: number,
+    readonly total: number,
+    private readonly connections: number,
+  ) {
+    this.sentAt = new Float64Array(total);
+    this.ackAt = new Float64Array(total);
+    this.status = new Uint16Array(total);
+    this.scheduledAt = new Float64Array(total);
+    this.heads = keys.map(
+      (key) => `POST /api/events HTTP/1.1\r\nHost: 127.0.0.1:${port}\r\nContent-Type: application/json\r\nX-API-Key: ${key}\r\nContent-Length: `,
+    );
+  }
+
+  /** Send lateness (actual send − schedule) in ms. */
+  lateness(): number[] {
+    const late: number[] = [];
+    for (let i = 0; i < this.sent; i++) late.push(this.sentAt[i]! - this.scheduledAt[i]!);
+    return late;
+  }
+
+  async run(deadlineMs: number): Promise<void> {
+    await Promise.all(Array.from({ length: Math.min(this.connections, this.total) }, () => this.open()));
+    const finished = new Promise<void>((resolve) => (this.done = resolve));
+    this.started = now() + 1;
+    for (let i = 0; i < this.total; i++) this.scheduledAt[i] = this.started + (i * 1000) / this.rate;
+    const tick = () => {
+      const due = Math.min(this.total, Math.floor(((now() - this.started) * this.rate) / 1000) + 1);
+      if (due > this.queued) this.queued = due;
+      this.pump();
+      if (this.queued < this.total) setTimeout(tick, 1);
+    };
+    tick();
+    const timer = setTimeout(() => this.done(), deadlineMs);
+    await finished;
+    clearTimeout(timer);
+    this.finished = now();
+    this.errors += this.total - this.completed; // unanswered at the deadline
+    for (const socket of this.sockets) socket.raw.destroy();
+  }
+
+  private open(): Promise<void> {
+    return new Promise((resolve, reject) => {
+      const socket = new Socket(net.connect({ host: '127.0.0.1', port: this.port }), this);
+      socket.raw.once('connect', () => {
+        socket.connected = true;
+        this.sockets.add(socket);
+        this.idle.push(socket);
+        resolve();
+      });
+      socket.raw.once('error', reject);
+    });
+  }
+
+  private pump(): void {
+    while (this.sent < this.queued && this.idle.length > 0) {
+      const socket = this.idle.pop()!;
+      const i = this.sent++;
+      const sentAt = now();
+      this.sentAt[i] = sentAt;
+      const body = `{"type":"${this.type}","payload":{"seq":${i},"sent_at":${sentAt.toFixed(3)},"user":"u_123","amount":42.5}}`;
+      socket.send(i, `${this.heads[i % this.heads.length]}${Buffer.byteLength(body)}\r\n\r\n${body}`);
+    }
+  }
+
+  /** A socket answered request `i` (status 0: it failed). */
+  answered(socket: Socket, i: number, status: number, body: string): void {
+    this.completed++;
+    if (status === 0) {
+      this.errors++;
+    } else {
+      this.ackAt[i] = now();
+      this.status[i] = status;
+      this.statuses.add(status);
+      if (status === 202) {
+        const id = /"id":"([0-9a-f-]{36})"/.exec(body)?.[1];
+        if (id !== undefined) this.indexOf.set(id, i);
+      }
+    }
+    if (socket.alive) this.idle.push(socket);
+    else this.lost(socket);
+    if (this.completed === this.total) this.done();
+    else this.pump();
+  }
+
+  /** A connection closed: forget it and, while there is more to send, open another. */
+  lost(socket: Socket): void {
+    this.sockets.delete(socket);
+    const idle = this.idle.indexOf(socket);
+    if (idle !== -1) this.idle.splice(idle, 1);
+    // (A connection that never connected is not retried: open() reported that.)
+    if (socket.connected && this.sent < this.total && this.finished === 0) {
+      this.open().then(() => this.pump(), () => {});
+    }
+  }
+}
+
+/** One keep-alive connection: writes a request, parses its response (Content-Length bodies only). */
+class Socket {
+  private buffer: Buffer = Buffer.alloc(0);
+  private current = -1;
+  alive = true;
+  connected = false;
+
+  constructor(
+    readonly raw: net.Socket,
+    private readonly client: PacedClient,
+  ) {
+    raw.setNoDelay(true);
+    raw.on('data', (chunk: Buffer) => this.data(chunk));
+    const gone = () => {
+      if (!this.alive) return;
+      this.alive = false;
+      const i = this.current;
+      this.current = -1;
+      if (i !== -1) this.client.answered(this, i, 0, '');
+      else this.client.lost(this);
+    };
+    raw.on('error', gone);
+    raw.on('close', gone);
+  }
+
+  send(i: number, request: string): void {
+    this.current = i;
+    this.raw.write(request);
+  }
+
+  private data(chunk: Buffer): void {
+    this.buffer = this.buffer.length === 0 ? chunk : Buffer.concat([this.buffer, chunk]);
+    for (;;) {
+      const headEnd = this.buffer.indexOf('\r\n\r\n');
+      if (headEnd === -1) return;
+      const head = this.buffer.toString('latin1', 0, headEnd);
+      const length = /\r\ncontent-length:\s*(\d+)/i.exec(head);
+      if (!length) {
+        this.raw.destroy(new Error(`response without Content-Length: ${head.split('\r\n')[0]}`));
+        return;
+      }
+      const total = headEnd + 4 + Number(length[1]);
+      if (this.buffer.length < total) return;
+      const status = Number(head.slice(9, 12));
+      const body = this.buffer.toString('utf8', headEnd + 4, total);
+      this.buffer = this.buffer.subarray(total);
+      const i = this.current;
+      this.current = -1;
+      if (/\r\nconnection:\s*close/i.test(head)) this.alive = false;
+      if (i !== -1) this.client.answered(this, i, status, body);
+    }
   }
 }
 

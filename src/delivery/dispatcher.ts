@@ -91,7 +91,7 @@ export class Dispatcher {
       let claimed: DueDelivery[] = [];
       if (this.capacity > 0) {
         try {
-          claimed = await claimDue(this.sql, this.capacity, leaseMs, this.saturatedOrgs());
+          claimed = await claimDue(this.sql, this.capacity, IN_FLIGHT_PER_ENDPOINT, leaseMs, this.saturatedOrgs());
         } catch (error) {
           this.logger.warn({ err: error }, 'claiming due deliveries failed');
         }
@@ -227,22 +227,31 @@ export class Dispatcher {
     this.flushTimer ??= setTimeout(() => void this.flush(), FLUSH_MS);
   }
 
-  private async flush(): Promise<void> {
+  /**
+   * Writes the outcomes gathered so far; one writer at a time, and each write takes everything
+   * that queued up meanwhile, so recording keeps pace with delivery instead of lagging in small batches.
+   */
+  private flush(): Promise<void> {
     this.flushTimer = null;
-    const batch = this.outcomes.splice(0);
-    if (batch.length === 0) return;
     this.flushing = this.flushing.then(async () => {
-      for (let attempt = 0; ; attempt++) {
-        try {
-          return await recordDeliveries(this.sql, batch);
-        } catch (error) {
-          // Unrecorded outcomes come due again when their lease ends (a retry, at least once).
-          if (attempt >= 3 || this.stopping) return this.logger.error({ err: error, outcomes: batch.length }, 'recording deliveries failed');
-          await new Promise((resolve) => setTimeout(resolve, 200 * 2 ** attempt));
+      while (this.outcomes.length > 0) {
+        const batch = this.outcomes.splice(0);
+        for (let attempt = 0; ; attempt++) {
+          try {
+            await recordDeliveries(this.sql, batch);
+            break;
+          } catch (error) {
+            // Unrecorded outcomes come due again when their lease ends (a retry, at least once).
+            if (attempt >= 3 || this.stopping) {
+              this.logger.error({ err: error, outcomes: batch.length }, 'recording deliveries failed');
+              break;
+            }
+            await new Promise((resolve) => setTimeout(resolve, 200 * 2 ** attempt));
+          }
         }
       }
     });
-    await this.flushing;
+    return this.flushing;
   }
 
   /** Stops claiming, lets in-flight deliveries finish (up to `timeoutMs`), records them, stops the pool. */

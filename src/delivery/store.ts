@@ -86,18 +86,25 @@ export interface DueDelivery {
  * moves `leaseMs` ahead, so another instance skips them (SKIP LOCKED) and, should this one
  * crash mid-delivery, they come due again after the lease (at least once). `skipOrgs`: endpoints
  * that cannot take more now (circuit open, or at their in-flight cap) — their backlog stays
- * unclaimed instead of being claimed and put back, so it cannot crowd out other orgs.
+ * unclaimed instead of being claimed and put back, so it cannot crowd out other orgs; and one claim
+ * takes at most `perOrg` of an org's deliveries.
  */
-export async function claimDue(sql: Sql, limit: number, leaseMs: number, skipOrgs: readonly string[]): Promise<DueDelivery[]> {
+export async function claimDue(sql: Sql, limit: number, perOrg: number, leaseMs: number, skipOrgs: readonly string[]): Promise<DueDelivery[]> {
+  // Rows locked as candidates but over an org's share are released unchanged at commit.
   return sql<DueDelivery[]>`
-    with due as (
-      select e.id from events e
+    with candidates as (
+      select e.id, e.organization_id, e.next_attempt_at from events e
       join webhook_endpoints w on w.organization_id = e.organization_id and w.disabled_at is null
       where e.status = 'pending' and e.next_attempt_at <= now()
         and e.organization_id <> all(${sql.array(skipOrgs as string[])}::uuid[])
       order by e.next_attempt_at
       limit ${limit}
       for update of e skip locked
+    ), due as (
+      select id from (
+        select id, row_number() over (partition by organization_id order by next_attempt_at) as position from candidates
+      ) ranked
+      where position <= ${perOrg}
     )
     update events e set next_attempt_at = now() + ${leaseMs} * interval '1 millisecond'
     from due, webhook_endpoints w

@@ -20,10 +20,11 @@ import { monitorEventLoopDelay, type EventLoopUtilization } from 'node:perf_hook
 import { Worker } from 'node:worker_threads';
 import { connect, type Sql } from '../src/db/postgres.ts';
 import {
+  publishSection, runBench,
   backlogOf, benchClock, cleanupMark, commandLine, countRows, cpuUse, createDatabase, createKeys, describeFailure, EVENT,
   filesystemOf, fmt, int, interrupted, isLocalHost, log, machineBusyCores, machineCpu, machineFacts, nonDefaults, onCleanup,
   PacedClient, parseBenchArgs, positive, positiveList, postgresBaseUrl, postgresVersion, preload, readMetrics, runCleanups,
-  sampleCpu, sleep, startServer, stats, StatusCounter, stopServer, waitForBacklog, warmKeys, writeResultsSection,
+  sampleCpu, sleep, startServer, stats, StatusCounter, stopServer, waitForBacklog, warmKeys,
   type CpuUse, type RunningServer, type Stats,
 } from './lib.ts';
 import { COUNT_SLOTS, COUNTS, type Collected, type ReceiverCommand, type ReceiverInit, type ReceiverMessage } from './delivery-receiver.ts';
@@ -812,25 +813,11 @@ async function main(): Promise<void> {
     await runCleanups(); // the embedded Postgres if any
   }
 
-  const section = [
-    '## Delivery (issue 5)',
-    '',
-    ...(opts.note ? [`**${opts.note}**`, ''] : []),
-    ...facts,
-    '',
-    ...(throughput.length > 0 ? [throughputMarkdown(throughput), ''] : []),
-    ...(latency !== null ? [latencyMarkdown(latency), ''] : []),
-  ].join('\n').trimEnd();
-
-  if (interrupted) return; // partial results: leave RESULTS.md alone
-  console.log(section);
-  if (opts.writeResults) writeResultsSection(SECTION_BEGIN, SECTION_END, section);
-  if (throughput.some((r) => r.failure !== undefined) || latency?.failure !== undefined) process.exitCode = 1;
+  publishSection({
+    title: 'Delivery (issue 5)', note: opts.note, facts, begin: SECTION_BEGIN, end: SECTION_END, write: opts.writeResults,
+    parts: [...(throughput.length > 0 ? [throughputMarkdown(throughput)] : []), ...(latency !== null ? [latencyMarkdown(latency)] : [])],
+    failed: throughput.some((r) => r.failure !== undefined) || latency?.failure !== undefined,
+  });
 }
 
-main().catch(async (error) => {
-  if (interrupted) return; // the signal handler cleans up and exits
-  console.error(error);
-  await runCleanups();
-  process.exit(1);
-});
+runBench(main);

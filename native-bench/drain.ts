@@ -17,10 +17,11 @@ import { monitorEventLoopDelay } from 'node:perf_hooks';
 import { Worker } from 'node:worker_threads';
 import { connect, type Sql } from '../src/db/postgres.ts';
 import {
+  publishSection, runBench,
   backlogOf, benchClock, BODY, cleanupMark, commandLine, countRows, cpuUse, createDatabase, createKeys, describeFailure, EVENT,
   filesystemOf, fmt, int, interrupted, isLocalHost, log, machineFacts, nonDefaults, onCleanup, PacedClient, parseBenchArgs, positive,
   positiveList, postgresBaseUrl, postgresVersion, preload, runCleanups, sampleCpu, sleep, startServer, stats, StatusCounter, stopServer,
-  waitForBacklog, warmKeys, writeResultsSection, type CpuUse, type Stats,
+  waitForBacklog, warmKeys, type CpuUse, type Stats,
 } from './lib.ts';
 import type { PollerInit, PollerMessage, PollerStop } from './lag-poller.ts';
 import { PgProxy } from '../test/helpers/pg-proxy.ts';
@@ -568,25 +569,11 @@ async function main(): Promise<void> {
     await runCleanups(); // the embedded Postgres if any
   }
 
-  const section = [
-    '## Drain (issue 4)',
-    '',
-    ...(opts.note ? [`**${opts.note}**`, ''] : []),
-    ...facts,
-    '',
-    ...(drains.length > 0 ? [drainMarkdown(drains), ''] : []),
-    ...(lag !== null ? [lagMarkdown(lag), ''] : []),
-  ].join('\n').trimEnd();
-
-  if (interrupted) return; // partial results: leave RESULTS.md alone
-  console.log(section);
-  if (opts.writeResults) writeResultsSection(SECTION_BEGIN, SECTION_END, section);
-  if (drains.some((r) => r.failure !== undefined) || lag?.failure !== undefined) process.exitCode = 1;
+  publishSection({
+    title: 'Drain (issue 4)', note: opts.note, facts, begin: SECTION_BEGIN, end: SECTION_END, write: opts.writeResults,
+    parts: [...(drains.length > 0 ? [drainMarkdown(drains)] : []), ...(lag !== null ? [lagMarkdown(lag)] : [])],
+    failed: drains.some((r) => r.failure !== undefined) || lag?.failure !== undefined,
+  });
 }
 
-main().catch(async (error) => {
-  if (interrupted) return; // the signal handler cleans up and exits
-  console.error(error);
-  await runCleanups();
-  process.exit(1);
-});
+runBench(main);

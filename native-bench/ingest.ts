@@ -15,9 +15,10 @@ import { createRequire } from 'node:module';
 import os from 'node:os';
 import path from 'node:path';
 import {
+  publishSection, runBench,
   BODY, cleanupMark, commandLine, createDatabase, createKeys, describeFailure, EVENT, filesystemOf, interrupted, log,
   machineFacts as commonFacts, nonDefaults, onCleanup, parseBenchArgs, positive, postgresBaseUrl, postgresVersion, readyBacklog,
-  ROOT, runCleanups, startServer, stats, StatusCounter, stopServer, writeResultsSection, type Stats,
+  ROOT, runCleanups, startServer, stats, StatusCounter, stopServer, type Stats,
 } from './lib.ts';
 
 const WRK_SCRIPT = path.join(ROOT, 'native-bench', 'wrk-post.lua');
@@ -416,28 +417,19 @@ async function main(): Promise<void> {
     await runCleanups(); // a failed mode's leftovers, then the embedded Postgres if any
   }
 
-  const section = [
-    '## Ingest (issue 3)',
-    '',
-    ...(opts.note ? [`**${opts.note}**`, ''] : []),
-    ...facts,
-    '',
-    'Which tool gave which figure: every row names its tool and where its latency comes from.',
-    'autocannon\'s summary histogram keeps whole milliseconds, so sub-millisecond latencies come from',
-    'autocannon\'s per-response times and from the node:http client; wrk reports microseconds.',
-    'Every request must get 202; anything else is counted under non-202.',
-    '',
-    ...results.flatMap((result) => [modeMarkdown(result), '']),
-  ].join('\n').trimEnd();
-
-  if (interrupted) return; // partial results: leave RESULTS.md alone
-  console.log(section);
-  if (opts.writeResults) writeResultsSection(SECTION_BEGIN, SECTION_END, section);
-  if (results.some((result) => result.failure !== undefined)) process.exitCode = 1;
+  publishSection({
+    title: 'Ingest (issue 3)', note: opts.note, facts, begin: SECTION_BEGIN, end: SECTION_END, write: opts.writeResults,
+    parts: [
+      [
+        'Which tool gave which figure: every row names its tool and where its latency comes from.',
+        'autocannon\'s summary histogram keeps whole milliseconds, so sub-millisecond latencies come from',
+        'autocannon\'s per-response times and from the node:http client; wrk reports microseconds.',
+        'Every request must get 202; anything else is counted under non-202.',
+      ].join('\n'),
+      ...results.map(modeMarkdown),
+    ],
+    failed: results.some((result) => result.failure !== undefined),
+  });
 }
 
-main().catch(async (error) => {
-  console.error(error);
-  await runCleanups();
-  process.exit(1);
-});
+runBench(main);

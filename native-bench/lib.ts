@@ -766,3 +766,36 @@ export function writeResultsSection(begin: string, end: string, section: string)
   writeFileSync(RESULTS_FILE, next);
   log(`wrote ${path.relative(ROOT, RESULTS_FILE)}`);
 }
+
+/**
+ * The end of every bench: a section titled `title` (the note in bold, machine facts, the
+ * parts), printed and written to RESULTS.md between its markers, unless the run was interrupted;
+ * exit code 1 if any measurement failed.
+ */
+export function publishSection(options: {
+  title: string; note: string | null | undefined; facts: readonly string[]; parts: readonly string[];
+  begin: string; end: string; write: boolean; failed: boolean;
+}): void {
+  const section = [
+    `## ${options.title}`,
+    '',
+    ...(options.note ? [`**${options.note}**`, ''] : []),
+    ...options.facts,
+    '',
+    ...options.parts.flatMap((part) => [part, '']),
+  ].join('\n').trimEnd();
+  if (interrupted) return; // partial results: leave RESULTS.md alone
+  console.log(section);
+  if (options.write) writeResultsSection(options.begin, options.end, section);
+  if (options.failed) process.exitCode = 1;
+}
+
+/** Runs a bench's main; an unexpected error cleans up and exits 1 (a signal cleans up by itself). */
+export function runBench(main: () => Promise<void>): void {
+  main().catch(async (error) => {
+    if (interrupted) return;
+    console.error(error);
+    await runCleanups();
+    process.exit(1);
+  });
+}

@@ -79,7 +79,7 @@ export async function startEmbeddedPostgres(dir: string, port: number, logger: L
   return { url, stop: () => pg.stop() };
 }
 
-function freeLocalPort(): Promise<number> {
+export function freeLocalPort(): Promise<number> {
   return new Promise((resolve, reject) => {
     const server = createServer().listen(0, '127.0.0.1', () => {
       const { port } = server.address() as { port: number };

@@ -2,7 +2,7 @@
 // process on port 0, HTTP through fetch, and polling with a deadline instead of sleeps.
 import { spawn, type ChildProcess } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
-import { mkdtempSync, rmSync } from 'node:fs';
+import { chmodSync, mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
@@ -89,6 +89,8 @@ export class TestServer {
   /** Starts the real server (node --import tsx src/main.ts) with its own DATA_DIR. */
   static async start(databaseUrl: string, env: Record<string, string> = {}): Promise<TestServer> {
     const dataDir = mkdtempSync(path.join(tmpdir(), 'triggers-test-data-'));
+    // mkdtemp makes it 0700; an embedded Postgres (run as user `postgres` when we are root) must get in.
+    chmodSync(dataDir, 0o755);
     const server = new TestServer(dataDir, { DATABASE_URL: databaseUrl, ...env });
     await server.boot();
     return server;

@@ -6,8 +6,8 @@ import { dedupKey } from '../digest.ts';
 import { ApiError, validationError, type ErrorCode } from '../errors.ts';
 import { UUID_PATTERN } from '../events/ids.ts';
 import { isPlainObject, parseEvent, type EventInput } from '../events/validate.ts';
-import type { Exchange, Headers } from '../http/exchange.ts';
-import type { Router } from '../http/router.ts';
+import type { Exchange, Headers, RequestHead } from '../http/exchange.ts';
+import type { Handler, Router } from '../http/router.ts';
 import type { AppendRequest, LogRecord } from '../log/event-log.ts';
 import { findEvent, type StoredEvent } from '../events/store.ts';
 import { attemptsOf, findEndpoint, redeliver, type AttemptRow } from '../delivery/store.ts';
@@ -101,64 +101,56 @@ export function eventRoutes(router: Router, ctx: AcceptorContext): void {
     exchange.sendError(error, headers);
   }
 
-  router.on('post', '/api/events', async (exchange, head) => {
+  /** What an ingest request has established so far; its error answer carries what is known. */
+  interface IngestState {
+    principal: Principal | null;
+    /** The rate decision that took tokens; without one, an answer after auth shows the bucket as it is. */
+    decision: RateDecision | null;
+    /** Events an error answer rejects (a whole batch refused as overloaded counts each of its events). */
+    rejecting: number;
+  }
+
+  /** Runs an ingest handler; an ApiError it throws is answered with the rate-limit headers known by then. */
+  function ingest(handler: (exchange: Exchange, head: RequestHead, state: IngestState) => Promise<void>): Handler {
+    return async (exchange, head) => {
+      const state: IngestState = { principal: null, decision: null, rejecting: 1 };
+      try {
+        await handler(exchange, head, state);
+      } catch (error) {
+        if (!(error instanceof ApiError)) throw error;
+        const decision = state.decision ?? (state.principal && limiter.take(state.principal, 0));
+        reject(exchange, error, decision, state.rejecting);
+      }
+    };
+  }
+
+  router.on('post', '/api/events', ingest(async (exchange, head, state) => {
     const started = performance.now();
     const body = readJson(exchange, head, MAX_EVENT_BODY);
-    let principal: Principal;
-    let input: EventInput;
+    const principal = (state.principal = await ctx.keys.authenticate(head));
+    const input = parseEvent(await body);
+    const release = reserve(1);
     try {
-      principal = await ctx.keys.authenticate(head);
-    } catch (error) {
-      if (error instanceof ApiError) return reject(exchange, error, null);
-      throw error;
-    }
-    try {
-      input = parseEvent(await body);
-    } catch (error) {
-      if (error instanceof ApiError) return reject(exchange, error, limiter.take(principal, 0));
-      throw error;
-    }
-    let release: () => void;
-    try {
-      release = reserve(1);
-    } catch (error) {
-      return reject(exchange, error as ApiError, limiter.take(principal, 0));
-    }
-    try {
-      const decision = limiter.take(principal, 1);
-      if (decision.granted === 0) return reject(exchange, rateLimited(decision), decision);
+      const decision = (state.decision = limiter.take(principal, 1));
+      if (decision.granted === 0) throw rateLimited(decision);
       const [result] = await log.append([appendRequest(principal, input)]);
-      if (!result!.ok) {
-        return reject(exchange, new ApiError('duplicate_event', undefined, { id: result!.duplicateOf }), decision);
-      }
+      if (!result!.ok) throw new ApiError('duplicate_event', undefined, { id: result!.duplicateOf });
       metrics.accepted(1, (performance.now() - started) / 1000);
       const receivedAt = new Date(result!.receivedAt).toISOString();
       exchange.send(202, `{"id":"${result!.id}","status":"accepted","received_at":"${receivedAt}"}`, rateHeaders(decision));
     } finally {
       release();
     }
-  });
+  }));
 
-  router.on('post', '/api/events/batch', async (exchange, head) => {
+  router.on('post', '/api/events/batch', ingest(async (exchange, head, state) => {
     const started = performance.now();
     const body = readJson(exchange, head, MAX_BATCH_BODY);
-    let principal: Principal;
-    try {
-      principal = await ctx.keys.authenticate(head);
-    } catch (error) {
-      if (error instanceof ApiError) return reject(exchange, error, null);
-      throw error;
-    }
-    let items: unknown[];
-    try {
-      const parsed = await body;
-      if (!isPlainObject(parsed) || !Array.isArray(parsed.events)) throw validationError('events', 'The body must be {"events": [...]}.');
-      if (parsed.events.length > MAX_BATCH_EVENTS) throw validationError('events', `A batch holds at most ${MAX_BATCH_EVENTS} events.`);
-      items = parsed.events;
-    } catch (error) {
-      if (error instanceof ApiError) return reject(exchange, error, limiter.take(principal, 0));
-      throw error;
-    }
+    const principal = (state.principal = await ctx.keys.authenticate(head));
+    const parsed = await body;
+    if (!isPlainObject(parsed) || !Array.isArray(parsed.events)) throw validationError('events', 'The body must be {"events": [...]}.');
+    if (parsed.events.length > MAX_BATCH_EVENTS) throw validationError('events', `A batch holds at most ${MAX_BATCH_EVENTS} events.`);
+    const items: unknown[] = parsed.events;
 
     type Result = { index: number; id?: string; status?: 'accepted'; code?: ErrorCode; error?: string; field?: unknown };
     const results: Result[] = new Array(items.length);
@@ -176,14 +168,11 @@ export function eventRoutes(router: Router, ctx: AcceptorContext): void {
       }
     });
 
-    let release: () => void;
+    state.rejecting = valid.length;
+    const release = reserve(valid.length);
+    state.rejecting = 1;
     try {
-      release = reserve(valid.length);
-    } catch (error) {
-      return reject(exchange, error as ApiError, limiter.take(principal, 0), valid.length);
-    }
-    try {
-      const decision = limiter.take(principal, valid.length);
+      const decision = (state.decision = limiter.take(principal, valid.length));
       const admitted = valid.slice(0, decision.granted);
       for (const { index } of valid.slice(decision.granted)) failed(index, rateLimited(decision));
 
@@ -223,7 +212,7 @@ export function eventRoutes(router: Router, ctx: AcceptorContext): void {
     } finally {
       release();
     }
-  });
+  }));
 
   router.on('get', '/api/events/:id', async (exchange, head) => {
     const principal = await ctx.keys.authenticate(head);

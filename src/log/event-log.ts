@@ -45,8 +45,12 @@ type DedupValue = [eventId: string, expiresAt: number];
 type MetaKey = ['drained', number];
 
 const MAX_SEQ = Number.MAX_SAFE_INTEGER;
-/** A conditional append can lose a race to the sweeper or to another thread; re-read and retry. */
-const DEDUP_ATTEMPTS = 4;
+
+interface PendingAppend {
+  requests: readonly AppendRequest[];
+  resolve: (results: AppendResult[]) => void;
+  reject: (error: unknown) => void;
+}
 
 function expiryKey(expiresAt: number, dedupKey: Buffer): Buffer {
   const key = Buffer.allocUnsafe(8 + dedupKey.length);
@@ -75,6 +79,8 @@ export class EventLog {
   private readonly durability: Durability;
   private readonly dedupWindowMs: number;
   readonly progress: LogProgress;
+  /** Appends of this event-loop turn, committed together by commitPending. */
+  private readonly pending: PendingAppend[] = [];
 
   constructor(options: LogOptions) {
     ({ partition: this.partition, durability: this.durability, dedupWindowMs: this.dedupWindowMs, progress: this.progress } = options);
@@ -110,48 +116,56 @@ export class EventLog {
   }
 
   /**
-   * Appends events in one LMDB transaction (all calls in the same event turn share it) and resolves
-   * once it is committed and, with DURABILITY=fsync, flushed. Dedup is checked inside the write
-   * transaction, so racing appends on any thread give exactly one winner.
+   * Appends events and resolves once they are committed and, with DURABILITY=fsync, flushed.
+   * Every append made in one event-loop turn (on this thread) joins one synchronous write
+   * transaction at the end of the turn: no round trip to lmdb-js's write thread, one commit
+   * and one flush for the group. Dedup is checked inside that transaction, which holds LMDB's
+   * process-wide write lock, so racing appends on any thread give exactly one winner.
    */
-  async append(requests: readonly AppendRequest[]): Promise<AppendResult[]> {
-    const results = await Promise.all(requests.map((request) => this.appendOne(request)));
-    if (this.durability === 'fsync') await this.root.flushed;
-    return results;
+  append(requests: readonly AppendRequest[]): Promise<AppendResult[]> {
+    return new Promise((resolve, reject) => {
+      this.pending.push({ requests, resolve, reject });
+      if (this.pending.length === 1) setImmediate(this.commitPending);
+    });
   }
 
-  private async appendOne(request: AppendRequest): Promise<AppendResult> {
+  private readonly commitPending = (): void => {
+    const group = this.pending.splice(0);
+    const issued: number[] = [];
+    let results: AppendResult[][];
+    try {
+      results = this.root.transactionSync(() => group.map(({ requests }) => requests.map((request) => this.appendInTransaction(request, issued))));
+    } catch (error) {
+      for (const seq of issued) this.progress.resolve(this.partition, seq, false);
+      for (const { reject } of group) reject(error);
+      return;
+    }
+    // Resolved only now: the drain must never look for a seq whose transaction is not committed.
+    for (const seq of issued) this.progress.resolve(this.partition, seq, true);
+    const answer = () => group.forEach(({ resolve }, i) => resolve(results[i]!));
+    if (this.durability === 'commit') answer();
+    else this.root.flushed.then(answer, (error: unknown) => group.forEach(({ reject }) => reject(error)));
+  };
+
+  /** Inside the write transaction: reads see every commit and this transaction's own writes. */
+  private appendInTransaction(request: AppendRequest, issued: number[]): AppendResult {
     const { dedupKey } = request;
-    if (dedupKey === null) {
-      const seq = this.progress.issue(this.partition);
-      const record = this.newRecord(request);
-      await this.write(seq, record);
-      this.progress.resolve(this.partition, seq, true);
-      return { ok: true, id: record[0], receivedAt: record[5] };
-    }
-    for (let attempt = 0; attempt < DEDUP_ATTEMPTS; attempt++) {
-      if (attempt > 0) this.freshSnapshot();
-      const seq = this.progress.issue(this.partition);
-      const record = this.newRecord(request);
-      const receivedAt = record[5];
-      const existing = this.dedup.getEntry(dedupKey);
-      if (existing !== undefined && existing.value[1] > receivedAt) {
-        this.progress.resolve(this.partition, seq, false);
-        return { ok: false, duplicateOf: existing.value[0] };
-      }
+    const existing = dedupKey === null ? undefined : this.dedup.getEntry(dedupKey);
+    if (existing !== undefined && existing.value[1] > Date.now()) return { ok: false, duplicateOf: existing.value[0] };
+    const seq = this.progress.issue(this.partition);
+    issued.push(seq);
+    const record = this.newRecord(request);
+    const [id, , , , , receivedAt] = record;
+    if (dedupKey !== null) {
+      // The version is the accept time: the sweeper removes an entry only if it was not replaced since.
       const expiresAt = receivedAt + this.dedupWindowMs;
-      const writeAll = () => {
-        this.dedup.put(dedupKey, [record[0], expiresAt], receivedAt);
-        this.dedupExpiry.put(expiryKey(expiresAt, dedupKey), receivedAt);
-        void this.write(seq, record);
-      };
-      const won = existing === undefined
-        ? await this.dedup.ifNoExists(dedupKey, writeAll)
-        : await this.dedup.ifVersion(dedupKey, existing.version as number, writeAll);
-      this.progress.resolve(this.partition, seq, won);
-      if (won) return { ok: true, id: record[0], receivedAt };
+      this.dedup.putSync(dedupKey, [id, expiresAt], receivedAt);
+      this.dedupExpiry.putSync(expiryKey(expiresAt, dedupKey), receivedAt);
     }
-    throw new Error('dedup append kept losing races');
+    const key: LogKey = [this.partition, seq];
+    this.log.putSync(key, record);
+    this.ids.putSync(id, key);
+    return { ok: true, id, receivedAt };
   }
 
   /**
@@ -160,13 +174,6 @@ export class EventLog {
    */
   private newRecord(request: AppendRequest): LogRecord {
     return [newEventId(), request.organizationId, request.type, request.payloadJson, request.dedupId, Date.now()];
-  }
-
-  /** Both puts join the current transaction; the returned promise resolves at its commit. */
-  private write(seq: number, record: LogRecord): Promise<boolean> {
-    const key: LogKey = [this.partition, seq];
-    this.log.put(key, record);
-    return this.ids.put(record[0], key);
   }
 
   /**

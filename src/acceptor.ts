@@ -12,6 +12,7 @@ import { createLogger } from './logger.ts';
 import { Metrics } from './metrics.ts';
 import { CONTROL, type SharedBuffers } from './protocol.ts';
 import { RateLimiter } from './rate-limit.ts';
+import { docsRoutes } from './routes/docs.ts';
 import { eventRoutes } from './routes/events.ts';
 import { healthRoutes } from './routes/health.ts';
 import { inboxRoutes } from './routes/inbox.ts';
@@ -30,6 +31,11 @@ export interface Acceptor {
   closeConnections(): void;
 }
 
+/** Every route module, in registration order (test/openapi.test.ts lists the routes from it). */
+export const ROUTE_MODULES: ReadonlyArray<(router: Router, ctx: AcceptorContext) => void> = [
+  eventRoutes, inboxRoutes, webhookRoutes, keyRoutes, healthRoutes, docsRoutes,
+];
+
 export async function createContext(config: Config, databaseUrl: string, shared: SharedBuffers, index: number): Promise<AcceptorContext> {
   await initDigests();
   const logger = createLogger(config.logLevel, { thread: index });
@@ -45,11 +51,7 @@ export async function createContext(config: Config, databaseUrl: string, shared:
 export async function startAcceptor(ctx: AcceptorContext, port: number): Promise<Acceptor> {
   const app = createApp();
   const router = new Router(app, (error, head) => ctx.logger.error({ err: error, method: head.method, url: head.url }, 'unexpected error'));
-  eventRoutes(router, ctx);
-  inboxRoutes(router, ctx);
-  webhookRoutes(router, ctx);
-  keyRoutes(router, ctx);
-  healthRoutes(router, ctx);
+  for (const register of ROUTE_MODULES) register(router, ctx);
   router.finish();
 
   const socket = await new Promise<us_listen_socket>((resolve, reject) => {

@@ -5,7 +5,7 @@ import type { LookupFunction } from 'node:net';
 import ipaddr from 'ipaddr.js';
 import { ApiError, validationError } from '../errors.ts';
 
-const MAX_URL_LENGTH = 2048;
+export const MAX_URL_LENGTH = 2048;
 
 export class BlockedAddressError extends Error {
   constructor(readonly address: string, hostname?: string) {

@@ -87,7 +87,7 @@ export class Exchange {
     });
   }
 
-  send(status: number, body: string, headers: Headers = [], contentType = 'application/json'): void {
+  send(status: number, body: string | Buffer, headers: Headers = [], contentType = 'application/json'): void {
     if (this.aborted) return;
     this.res.cork(() => {
       this.res.writeStatus(STATUS_LINES.get(status) ?? String(status));

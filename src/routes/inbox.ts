@@ -10,10 +10,10 @@ import type { Router } from '../http/router.ts';
 import { visibleHorizon } from '../pipeline/visibility.ts';
 import { readJson } from './json-body.ts';
 
-const DEFAULT_LIMIT = 100;
-const MAX_LIMIT = 1000;
-const MAX_ACK_IDS = 1000;
-const MAX_ACK_BODY = 128 * 1024;
+export const DEFAULT_LIMIT = 100;
+export const MAX_LIMIT = 1000;
+export const MAX_ACK_IDS = 1000;
+export const MAX_ACK_BODY = 128 * 1024;
 
 type Order = 'asc' | 'desc';
 

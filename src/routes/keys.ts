@@ -10,7 +10,7 @@ import type { Router } from '../http/router.ts';
 import { PER_MINUTE, TIERS, type Tier } from '../rate-limit.ts';
 import { readJson } from './json-body.ts';
 
-const MAX_KEYS_BODY = 64 * 1024;
+export const MAX_KEYS_BODY = 64 * 1024;
 
 function sameSecret(presented: string, expected: string): boolean {
   const a = Buffer.from(presented);

@@ -8,7 +8,7 @@ import { isPlainObject } from '../events/validate.ts';
 import type { Router } from '../http/router.ts';
 import { readJson } from './json-body.ts';
 
-const MAX_CONFIG_BODY = 16 * 1024;
+export const MAX_CONFIG_BODY = 16 * 1024;
 /** After a rotation the old secret keeps signing beside the new one this long. */
 export const SECRET_OVERLAP_MS = 24 * 60 * 60 * 1000;
 

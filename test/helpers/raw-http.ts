@@ -2,6 +2,7 @@
 // Content-Length with no body behind it, or a chunked body that is never finished. Every call has
 // a deadline, so a server that hangs fails the test instead of stalling the run.
 import http, { type IncomingHttpHeaders } from 'node:http';
+import { assertMatchesContract } from './openapi.ts';
 
 export interface RawReply<T = any> {
   status: number;
@@ -28,6 +29,11 @@ export function parseJson(text: string): unknown {
   } catch {
     return undefined;
   }
+}
+
+function headerValue(headers: IncomingHttpHeaders, name: string): string | null {
+  const value = headers[name];
+  return value === undefined ? null : Array.isArray(value) ? value.join(', ') : value;
 }
 
 function lower(headers: Record<string, string>): Record<string, string> {
@@ -64,7 +70,12 @@ function answerTo<T>(request: http.ClientRequest, timeoutMs: number, timeoutMess
     let answered = false;
     request.on('response', (response) => {
       answered = true;
-      readReply<T>(response).then(settle(resolve), settle(reject));
+      readReply<T>(response)
+        .then((reply) => {
+          assertMatchesContract({ method: request.method, url: request.path, status: reply.status, header: (name) => headerValue(reply.headers, name), text: reply.text });
+          return reply;
+        })
+        .then(settle(resolve), settle(reject));
     });
     // A server that refuses early (413) may close while we are still writing the body: the write
     // then fails with EPIPE/ECONNRESET, but the answer that came first is what counts.

@@ -8,6 +8,7 @@ import path from 'node:path';
 import { fileURLToPath } from 'node:url';
 import type { Test } from 'uvu';
 import { connect, type Sql } from '../../src/db/postgres.ts';
+import { assertMatchesContract } from './openapi.ts';
 
 const ROOT = fileURLToPath(new URL('../..', import.meta.url));
 
@@ -162,6 +163,7 @@ export class TestServer {
     } catch {
       // not JSON: callers that expect JSON will fail on `body`
     }
+    assertMatchesContract({ method, url: route, status: response.status, header: (name) => response.headers.get(name), text });
     return { status: response.status, headers: response.headers, body: parsed as T, text };
   }
 

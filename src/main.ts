@@ -15,7 +15,8 @@ import { Drain } from './pipeline/drain.ts';
 import { connect } from './db/postgres.ts';
 import { Dispatcher } from './delivery/dispatcher.ts';
 import { loadSecretKey } from './delivery/secrets.ts';
-import { freePort } from './http/uws.ts';
+import { assertPortFree, freePort } from './http/uws.ts';
+import { lockDataDir } from './data-dir-lock.ts';
 import { createLogger } from './logger.ts';
 import { CONTROL, createSharedBuffers, type AcceptorInit, type AcceptorToMain, type MainToAcceptor } from './protocol.ts';
 
@@ -87,6 +88,8 @@ function closeThread(worker: Worker): Promise<void> {
 async function main(config: Config): Promise<void> {
   if (config.adminToken === null) logger.warn('ADMIN_TOKEN is unset: POST /api/keys/generate is open to anyone');
   mkdirSync(config.dataDir, { recursive: true });
+  const unlockDataDir = lockDataDir(config.dataDir);
+  if (config.port !== 0) await assertPortFree(config.host, config.port);
   const embedded = config.databaseUrl === null
     ? await startEmbeddedPostgres(path.join(config.dataDir, 'postgres'), config.embeddedPostgresPort, logger)
     : null;
@@ -96,6 +99,8 @@ async function main(config: Config): Promise<void> {
   const ctx = await createContext(config, databaseUrl, shared, 0);
   const applied = await migrate(ctx.sql);
   if (applied.length > 0) logger.info({ applied }, 'migrations applied');
+  // Migrations just ran: the database is up until the drain finds otherwise.
+  Atomics.store(ctx.control, CONTROL.DATABASE_UP, 1);
 
   const port = config.port === 0 && config.acceptorThreads > 1 ? await freePort(config.host) : config.port;
   ctx.log.recover();
@@ -145,6 +150,7 @@ async function main(config: Config): Promise<void> {
     await deliverySql.end({ timeout: 5 });
     await ctx.log.close();
     await embedded?.stop();
+    unlockDataDir();
     logger.info('stopped');
     process.exit(0);
   };

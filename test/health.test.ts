@@ -226,4 +226,18 @@ health('ACCEPTOR_THREADS=2: counters are the instance\'s, the same from whicheve
   });
 });
 
+
+health('a second server on the same DATA_DIR or the same port refuses to start, and the first keeps serving', async ({ db, server, key }) => {
+  const sameDir = await TestServer.start(db.url, {}, server.dataDir).then(() => null, (error: Error) => error.message);
+  assert.ok(sameDir?.includes(`DATA_DIR ${server.dataDir} is in use by process`), `second server on the DATA_DIR: ${sameDir}`);
+  const samePort = await TestServer.start(db.url, { PORT: String(server.port) }).then(() => null, (error: Error) => error.message);
+  assert.ok(samePort?.includes(`port ${server.port} on 127.0.0.1 is already in use`), `second server on the port: ${samePort}`);
+  const reply = await server.request('POST', '/api/events', { key, body: { type: 'still.here', payload: {} } });
+  assert.is(reply.status, 202, reply.text);
+});
+
+health('metrics: triggers_database_up is 1 from the start', async ({ threaded }) => {
+  assert.is(sample(await metrics(threaded), 'triggers_database_up'), 1);
+});
+
 health.run();

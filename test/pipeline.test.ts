@@ -13,7 +13,7 @@ import { inboxPage, type InboxFilter, type InboxQuery } from '../src/events/stor
 import { metric } from './helpers/ingest.ts';
 import { sendOne, sustain, tally, type LoadRequest, type Outcome } from './helpers/load.ts';
 import { PgProxy } from './helpers/pg-proxy.ts';
-import { createTestDatabase, TestServer, useTestDatabase, waitFor, type TestDatabase } from './helpers/server.ts';
+import { createTestDatabase, expectError, TestServer, useTestDatabase, waitFor, type TestDatabase } from './helpers/server.ts';
 
 const pipeline = suite<{ db: TestDatabase }>('pipeline');
 
@@ -285,6 +285,11 @@ pipeline('Postgres outage mid-load: 202s continue, backlog grows, database_up 0,
       assert.ok(ready.body.backlog >= backlogAtOutage + 300, ready.text);
       assert.ok(ledger.accepted.size - acceptedAtOutage >= 300, 'events accepted during the outage');
       assert.is(await metric(live, 'triggers_database_up'), 0);
+      // What needs Postgres now answers 503 with Retry-After, not 500: a key not cached yet, GET /api/keys.
+      const unknownKey = await live.request('POST', '/api/events', { key: `zap_live_${randomBytes(32).toString('base64url')}`, body: { type: 'outage.unknown', payload: {} } });
+      expectError(unknownKey, 503, 'database_unavailable');
+      assert.is(unknownKey.headers.get('retry-after'), '1');
+      expectError(await live.request('GET', '/api/keys', { key }), 503, 'database_unavailable');
     } finally {
       await load.stop();
     }

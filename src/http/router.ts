@@ -1,10 +1,13 @@
 // Routes on a uWS app, with the contract's 404/405 answers and one error boundary.
+import { isUnreachable } from '../db/postgres.ts';
 import { ApiError } from '../errors.ts';
 import { Exchange, readHead, type RequestHead } from './exchange.ts';
 import type { HttpRequest, HttpResponse, TemplatedApp } from './uws.ts';
 
 export type Handler = (exchange: Exchange, head: RequestHead) => void | Promise<void>;
 type Method = 'get' | 'post' | 'del';
+
+const DATABASE_UNREACHABLE = 'The database is unreachable right now; retry shortly.';
 
 const METHOD_NAMES: Record<Method, string> = { get: 'GET', post: 'POST', del: 'DELETE' };
 
@@ -46,6 +49,8 @@ export class Router {
     const exchange = new Exchange(res, headOnly);
     const fail = (error: unknown) => {
       if (error instanceof ApiError) return exchange.sendError(error);
+      // A Postgres outage is the server's state, not a bug: 503 with Retry-After, not 500.
+      if (isUnreachable(error)) return exchange.sendError(new ApiError('database_unavailable', DATABASE_UNREACHABLE));
       this.onUnexpected(error, head);
       exchange.sendError(new ApiError('internal_error'));
     };

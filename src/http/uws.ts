@@ -1,5 +1,6 @@
 // The only importer of uWebSockets.js. The npm build we use silently falls back to a slow
 // pure-JS server when its native addon fails to load; we refuse to run on that fallback.
+import net from 'node:net';
 import uWS from 'uWebSockets.js';
 
 export type { HttpRequest, HttpResponse, TemplatedApp, us_listen_socket } from 'uWebSockets.js';
@@ -24,6 +25,20 @@ export function freePort(host: string): Promise<number> {
       uWS.us_listen_socket_close(socket);
       resolve(port);
     });
+  });
+}
+
+/**
+ * uWS binds with SO_REUSEPORT, so a second server on a taken port would start without error and
+ * the kernel would split the connections between the two. A plain bind (no SO_REUSEPORT) fails
+ * on a port anyone holds, and tells.
+ */
+export function assertPortFree(host: string, port: number): Promise<void> {
+  return new Promise((resolve, reject) => {
+    const probe = net.createServer();
+    probe.once('error', (error: NodeJS.ErrnoException) =>
+      reject(error.code === 'EADDRINUSE' ? new Error(`port ${port} on ${host} is already in use`) : error));
+    probe.listen({ host, port, exclusive: true }, () => probe.close(() => resolve()));
   });
 }
 

@@ -163,8 +163,8 @@ function errorResponses(codes: readonly ErrorCode[], extraHeaders: (status: numb
   return responses;
 }
 
-/** Codes every operation behind an API key can answer. */
-const AUTHENTICATED: readonly ErrorCode[] = ['missing_api_key', 'invalid_api_key', 'overloaded', 'internal_error'];
+/** Codes every operation behind an API key can answer (a key not cached yet is looked up in Postgres). */
+const AUTHENTICATED: readonly ErrorCode[] = ['missing_api_key', 'invalid_api_key', 'overloaded', 'database_unavailable', 'internal_error'];
 /** Codes of reading a bounded JSON body. */
 const JSON_BODY: readonly ErrorCode[] = ['invalid_json', 'validation_error', 'payload_too_large', 'unsupported_media_type'];
 
@@ -471,7 +471,7 @@ const paths: Record<string, PathItem> = {
             organization_id: EXAMPLE_ORG, organization_name: 'Acme Inc.', api_key: EXAMPLE_KEY, tier: 'pro', rate_limit_per_minute: 1000, created_at: EXAMPLE_TIME,
           }),
         },
-        ...errorResponses(['admin_token_required', ...JSON_BODY, 'internal_error']),
+        ...errorResponses(['admin_token_required', ...JSON_BODY, 'database_unavailable', 'internal_error']),
       },
     },
   },
@@ -616,7 +616,7 @@ const paths: Record<string, PathItem> = {
             delivered_at: EXAMPLE_TIME, attempts: [{ attempted_at: EXAMPLE_TIME, status_code: 200, duration_ms: 42 }],
           }),
         },
-        ...errorResponses([...AUTHENTICATED, 'invalid_id', 'not_found', 'database_unavailable']),
+        ...errorResponses([...AUTHENTICATED, 'invalid_id', 'not_found']),
       },
     },
   },
@@ -629,7 +629,7 @@ const paths: Record<string, PathItem> = {
       description: 'The retry schedule starts over. Needs an active webhook endpoint (409 `no_webhook_endpoint`); an acknowledged event is never delivered again (409 `event_acknowledged`).',
       responses: {
         202: { description: 'Scheduled.', content: json(schema('Redelivery'), { id: EXAMPLE_ID, status: 'scheduled' }) },
-        ...errorResponses([...AUTHENTICATED, 'invalid_id', 'not_found', 'no_webhook_endpoint', 'event_acknowledged', 'database_unavailable']),
+        ...errorResponses([...AUTHENTICATED, 'invalid_id', 'not_found', 'no_webhook_endpoint', 'event_acknowledged']),
       },
     },
   },
@@ -648,7 +648,7 @@ const paths: Record<string, PathItem> = {
             next_cursor: null,
           }),
         },
-        ...errorResponses([...AUTHENTICATED, 'validation_error', 'invalid_cursor', 'database_unavailable']),
+        ...errorResponses([...AUTHENTICATED, 'validation_error', 'invalid_cursor']),
       },
     },
   },
@@ -661,7 +661,7 @@ const paths: Record<string, PathItem> = {
       description: idempotentNote,
       responses: {
         200: { description: 'Acknowledged.', content: json(schema('Acknowledgement'), { id: EXAMPLE_ID, status: 'acknowledged', acknowledged_at: EXAMPLE_TIME }) },
-        ...errorResponses([...AUTHENTICATED, 'invalid_id', 'not_found', 'database_unavailable']),
+        ...errorResponses([...AUTHENTICATED, 'invalid_id', 'not_found']),
       },
     },
   },
@@ -674,7 +674,7 @@ const paths: Record<string, PathItem> = {
       requestBody: { required: true, content: json(schema('AckRequest'), { ids: [EXAMPLE_ID] }) },
       responses: {
         200: { description: 'Which ids were acknowledged.', content: json(schema('AckResult'), { acknowledged: [EXAMPLE_ID], not_found: [] }) },
-        ...errorResponses([...AUTHENTICATED, ...JSON_BODY, 'database_unavailable']),
+        ...errorResponses([...AUTHENTICATED, ...JSON_BODY]),
       },
     },
   },

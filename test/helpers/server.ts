@@ -87,14 +87,18 @@ export class TestServer {
     private readonly env: Record<string, string>,
   ) {}
 
-  /** Starts the real server (node --import tsx src/main.ts) with its own DATA_DIR. */
-  static async start(databaseUrl: string, env: Record<string, string> = {}): Promise<TestServer> {
-    const dataDir = mkdtempSync(path.join(tmpdir(), 'triggers-test-data-'));
-    // mkdtemp makes it 0700; an embedded Postgres (run as user `postgres` when we are root) must get in.
-    chmodSync(dataDir, 0o755);
+  /** Starts the real server (node --import tsx src/main.ts) with its own DATA_DIR (or the one given). */
+  static async start(databaseUrl: string, env: Record<string, string> = {}, dataDir = TestServer.newDataDir()): Promise<TestServer> {
     const server = new TestServer(dataDir, { DATABASE_URL: databaseUrl, ...env });
     await server.boot();
     return server;
+  }
+
+  private static newDataDir(): string {
+    const dataDir = mkdtempSync(path.join(tmpdir(), 'triggers-test-data-'));
+    // mkdtemp makes it 0700; an embedded Postgres (run as user `postgres` when we are root) must get in.
+    chmodSync(dataDir, 0o755);
+    return dataDir;
   }
 
   get url(): string {

@@ -7,21 +7,17 @@
 // Usage: npm run bench [-- --modes fsync,commit --duration 10 --connections 64 --amount 2000 ...]
 //        npm run bench -- --help
 import autocannon from 'autocannon';
-import { spawn, spawnSync } from 'node:child_process';
 import { randomUUID } from 'node:crypto';
 import { mkdtempSync, rmSync } from 'node:fs';
 import http from 'node:http';
-import { createRequire } from 'node:module';
-import os from 'node:os';
 import path from 'node:path';
 import {
   publishSection, runBench,
-  BODY, cleanupMark, commandLine, createDatabase, createKeys, describeFailure, EVENT, filesystemOf, interrupted, log,
+  AUTOCANNON_VERSION, BODY, cannon, cannonPosts, cleanupMark, commandLine, createDatabase, createKeys, describeFailure, EVENT, filesystemOf, interrupted, log,
   machineFacts as commonFacts, nonDefaults, onCleanup, parseBenchArgs, positive, postgresBaseUrl, postgresVersion, readyBacklog,
-  ROOT, runCleanups, startServer, stats, StatusCounter, stopServer, type Stats,
+  runCleanups, runWrk, startServer, stats, StatusCounter, stopServer, wrkLatency, wrkVersion, type CannonRun, type Stats,
 } from './lib.ts';
 
-const WRK_SCRIPT = path.join(ROOT, 'native-bench', 'wrk-post.lua');
 const SECTION_BEGIN = '<!-- BEGIN ingest-bench (issue 3): written by `npm run bench`, edits inside are overwritten -->';
 const SECTION_END = '<!-- END ingest-bench -->';
 const MODES = ['fsync', 'commit'] as const;
@@ -93,50 +89,8 @@ interface Row {
 
 // ---------------------------------------------------------------- autocannon
 
-const require = createRequire(import.meta.url);
-const AUTOCANNON_VERSION = (require('autocannon/package.json') as { version: string }).version;
-
-interface CannonRun {
-  result: autocannon.Result;
-  samples: number[];
-  statuses: StatusCounter;
-  /** Wall-clock seconds of the whole run (autocannon's own `duration` is whole seconds for `amount` runs). */
-  seconds: number;
-}
-
-function cannon(options: autocannon.Options): Promise<CannonRun> {
-  const samples: number[] = [];
-  const statuses = new StatusCounter();
-  const started = process.hrtime.bigint();
-  return new Promise((resolve, reject) => {
-    const instance = autocannon(options, (error, result) =>
-      error ? reject(error) : resolve({ result, samples, statuses, seconds: Number(process.hrtime.bigint() - started) / 1e9 }),
-    );
-    // responseTime is autocannon's own process.hrtime() measurement in (fractional) ms; its
-    // summary histogram (result.latency) only keeps whole milliseconds.
-    instance.on('response', (_client, statusCode, _bytes, responseTime) => {
-      statuses.add(statusCode);
-      samples.push(responseTime);
-    });
-  });
-}
-
 function cannonRequests(url: string, keys: string[], connections: number, limits: { amount?: number; duration?: number }): autocannon.Options {
-  return {
-    url,
-    connections,
-    pipelining: 1,
-    ...(limits.amount !== undefined ? { amount: limits.amount } : { duration: limits.duration! }),
-    timeout: 10,
-    idReplacement: opts.dedup,
-    // One prebuilt request per key; every connection cycles through them, one key per request.
-    requests: keys.map((key) => ({
-      method: 'POST' as const,
-      path: '/api/events',
-      headers: { 'content-type': 'application/json', 'x-api-key': key },
-      body: opts.dedup ? AUTOCANNON_DEDUP_BODY : BODY,
-    })),
-  };
+  return cannonPosts(url, keys, connections, limits, opts.dedup ? AUTOCANNON_DEDUP_BODY : BODY, opts.dedup);
 }
 
 function errorsOf(result: autocannon.Result): string {
@@ -203,34 +157,7 @@ async function sequentialNodeHttp(port: number, key: string, amount: number): Pr
 // ---------------------------------------------------------------- wrk
 
 function wrkAvailable(): string | null {
-  if (opts.skipWrk) return null;
-  const probe = spawnSync('wrk', ['-v'], { encoding: 'utf8' });
-  if (probe.error) return null;
-  // "wrk debian/4.1.0-3+b2 [epoll] Copyright (C) 2012 Will Glozer" -> "wrk debian/4.1.0-3+b2"
-  return (probe.stdout + probe.stderr).split('\n')[0]?.trim().split(/\s+/).slice(0, 2).join(' ') || 'wrk';
-}
-
-interface WrkJson {
-  requests: number;
-  duration_us: number;
-  errors: { connect: number; read: number; write: number; status: number; timeout: number };
-  latency_us: { min: number; mean: number; max: number; p50: number; p90: number; p95: number; p99: number };
-}
-
-async function runWrk(port: number, keys: string[]): Promise<{ json: WrkJson; output: string; threads: number }> {
-  const threads = Math.min(opts.wrkThreads ?? os.cpus().length, opts.connections);
-  const argv = [
-    '-t', String(threads), '-c', String(opts.connections), '-d', `${opts.duration}s`, '--timeout', '10s',
-    '-s', WRK_SCRIPT, `http://127.0.0.1:${port}/api/events`, '--', opts.dedup ? 'dedup' : 'nodedup', ...keys,
-  ];
-  const child = spawn('wrk', argv, { stdio: ['ignore', 'pipe', 'pipe'] });
-  let output = '';
-  child.stdout.on('data', (chunk: Buffer) => (output += chunk.toString()));
-  child.stderr.on('data', (chunk: Buffer) => (output += chunk.toString()));
-  const code = await new Promise<number | null>((resolve) => child.on('close', resolve));
-  const line = output.split('\n').find((l) => l.startsWith('WRK_JSON '));
-  if (code !== 0 || !line) throw new Error(`wrk failed (exit ${code}):\n${output}`);
-  return { json: JSON.parse(line.slice('WRK_JSON '.length)) as WrkJson, output: output.replace(/^WRK_JSON .*\n?/m, '').trimEnd(), threads };
+  return opts.skipWrk ? null : wrkVersion();
 }
 
 // ---------------------------------------------------------------- one mode
@@ -307,7 +234,9 @@ async function benchMode(mode: Mode, baseUrl: string, wrk: string | null): Promi
     log(`${mode}: throughput, wrk ${opts.connections} connections × ${opts.duration} s over ${opts.keys} orgs`);
     const wrkKeys = await createKeys(server, 'throughput-wrk', opts.keys);
     try {
-      const { json, threads } = await runWrk(server.port, wrkKeys);
+      const { json, threads } = await runWrk({
+        port: server.port, keys: wrkKeys, connections: opts.connections, duration: opts.duration, threads: opts.wrkThreads, dedup: opts.dedup,
+      });
       const e = json.errors;
       const socketErrors = e.connect + e.read + e.write + e.timeout;
       throughput.push({
@@ -317,7 +246,7 @@ async function benchMode(mode: Mode, baseUrl: string, wrk: string | null): Promi
         requests: json.requests,
         seconds: json.duration_us / 1e6,
         perSecond: json.requests / (json.duration_us / 1e6),
-        latency: { p50: json.latency_us.p50 / 1000, p95: json.latency_us.p95 / 1000, p99: json.latency_us.p99 / 1000, max: json.latency_us.max / 1000 },
+        latency: wrkLatency(json),
         non202: `${e.status} non-2xx/3xx`,
         errors: `${socketErrors} (connect ${e.connect}, read ${e.read}, write ${e.write}, timeout ${e.timeout})`,
       });

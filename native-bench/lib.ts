@@ -1,10 +1,13 @@
-// Shared by the native benchmarks (ingest.ts, drain.ts, delivery.ts): cleanup on exit or Ctrl-C,
-// Postgres (DATABASE_URL or an embedded one, a random database per run), the server under test as
-// a child process, API keys, /metrics, statistics, CPU time from /proc, the batch preloader and the
-// paced single-event client, machine facts and the RESULTS.md section writer.
+// Shared by the native benchmarks (ingest, drain, delivery, compare, sweep): cleanup on exit or Ctrl-C,
+// Postgres (DATABASE_URL or an embedded one, a random database per run), the server under test (or
+// another server keeping its `listening` contract) as a child process, API keys, /metrics,
+// statistics, CPU time from /proc, autocannon and wrk runs, the batch preloader and the paced
+// single-event client, machine facts, the RESULTS.md section writer and the results/ files.
+import autocannon from 'autocannon';
 import { spawn, spawnSync, type ChildProcess } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
-import { existsSync, readdirSync, readFileSync, writeFileSync } from 'node:fs';
+import { existsSync, mkdirSync, readdirSync, readFileSync, writeFileSync } from 'node:fs';
+import { createRequire } from 'node:module';
 import net from 'node:net';
 import os from 'node:os';
 import path from 'node:path';
@@ -16,6 +19,8 @@ import { createLogger } from '../src/logger.ts';
 
 export const ROOT = fileURLToPath(new URL('..', import.meta.url));
 export const RESULTS_FILE = path.join(ROOT, 'native-bench', 'RESULTS.md');
+/** Dated result files of bench:compare, bench:sweep and soak, and LATEST.md pointing at the newest. */
+export const RESULTS_DIR = path.join(ROOT, 'native-bench', 'results');
 
 export const log = (message: string) => console.error(`[bench] ${message}`);
 
@@ -185,19 +190,29 @@ export async function startServer(
   env: Record<string, string> = {},
   onLine?: (line: string) => void,
 ): Promise<RunningServer> {
+  return startListening(process.execPath, ['--import', 'tsx', 'src/main.ts'], {
+    LOG_LEVEL: 'info', // the `listening` line (with the port) is logged at info
+    DATA_DIR: dataDir,
+    DATABASE_URL: databaseUrl,
+    ...env,
+  }, onLine);
+}
+
+/**
+ * Starts `command` (cwd: the repository) with PORT 0, HOST 127.0.0.1, a random ADMIN_TOKEN and
+ * `env`, and resolves once it printed a JSON line with `"msg":"listening"` and its `port` on
+ * stdout: the server under test, or another server that keeps that contract (the Rust baseline).
+ */
+export async function startListening(
+  command: string,
+  argv: string[],
+  env: Record<string, string>,
+  onLine?: (line: string) => void,
+): Promise<RunningServer> {
   const adminToken = randomBytes(24).toString('base64url');
-  const child = spawn(process.execPath, ['--import', 'tsx', 'src/main.ts'], {
+  const child = spawn(command, argv, {
     cwd: ROOT,
-    env: {
-      ...process.env,
-      PORT: '0',
-      HOST: '127.0.0.1',
-      LOG_LEVEL: 'info', // the `listening` line (with the port) is logged at info
-      DATA_DIR: dataDir,
-      DATABASE_URL: databaseUrl,
-      ...env,
-      ADMIN_TOKEN: adminToken,
-    },
+    env: { ...process.env, PORT: '0', HOST: '127.0.0.1', ...env, ADMIN_TOKEN: adminToken },
     stdio: ['ignore', 'pipe', 'pipe'],
   });
   const logs: string[] = [];
@@ -221,6 +236,7 @@ export async function startServer(
     });
     child.stderr!.on('data', (chunk: Buffer) => keep(chunk.toString().trimEnd()));
     child.once('exit', (code) => reject(new Error(`server exited (${code}) before listening:\n${logs.slice(-20).join('\n')}`)));
+    child.once('error', reject); // e.g. ENOENT: no such executable
   });
   return {
     port,
@@ -308,6 +324,27 @@ export function stats(samples: ArrayLike<number>): Stats {
   const sorted = Float64Array.from(samples).sort();
   const at = (p: number) => sorted[Math.min(sorted.length - 1, Math.max(0, Math.ceil((p / 100) * sorted.length) - 1))]!;
   return { p50: at(50), p95: at(95), p99: at(99), max: sorted[sorted.length - 1]! };
+}
+
+export interface Spread {
+  min: number;
+  median: number;
+  max: number;
+}
+
+/** Min, median and max of some runs' figures (null for none). */
+export function spread(values: number[]): Spread | null {
+  if (values.length === 0) return null;
+  const sorted = [...values].sort((a, b) => a - b);
+  const mid = sorted.length / 2;
+  const median = sorted.length % 2 === 1 ? sorted[Math.floor(mid)]! : (sorted[mid - 1]! + sorted[mid]!) / 2;
+  return { min: sorted[0]!, median, max: sorted[sorted.length - 1]! };
+}
+
+/** A table cell: `median (min–max)`, or the value alone when all runs agree (one round). */
+export function spreadCell(s: Spread | null, format: (value: number) => string): string {
+  if (s === null) return 'n/a';
+  return s.min === s.max ? format(s.median) : `${format(s.median)} (${format(s.min)}–${format(s.max)})`;
 }
 
 export class StatusCounter {
@@ -542,6 +579,108 @@ export async function preload(
   return { accepted, seconds: (endedAt - started) / 1000, startedAt: started, firstAcceptAt, endedAt, problems };
 }
 
+// autocannon and wrk, shared by the ingest, compare and sweep benches.
+
+const require = createRequire(import.meta.url);
+export const AUTOCANNON_VERSION = (require('autocannon/package.json') as { version: string }).version;
+export const WRK_SCRIPT = path.join(ROOT, 'native-bench', 'wrk-post.lua');
+
+export interface CannonRun {
+  result: autocannon.Result;
+  samples: number[];
+  statuses: StatusCounter;
+  /** Wall-clock seconds of the whole run (autocannon's own `duration` is whole seconds for `amount` runs). */
+  seconds: number;
+}
+
+/** One autocannon run (in this process), with every response's status and time. */
+export function cannon(options: autocannon.Options): Promise<CannonRun> {
+  const samples: number[] = [];
+  const statuses = new StatusCounter();
+  const started = process.hrtime.bigint();
+  return new Promise((resolve, reject) => {
+    const instance = autocannon(options, (error, result) =>
+      error ? reject(error) : resolve({ result, samples, statuses, seconds: Number(process.hrtime.bigint() - started) / 1e9 }),
+    );
+    // responseTime is autocannon's own process.hrtime() measurement in (fractional) ms; its
+    // summary histogram (result.latency) only keeps whole milliseconds.
+    instance.on('response', (_client, statusCode, _bytes, responseTime) => {
+      statuses.add(statusCode);
+      samples.push(responseTime);
+    });
+  });
+}
+
+/**
+ * autocannon options for POST /api/events at `url` with `body`: one prebuilt request per key, which
+ * every connection cycles through (one key per request), pipelining 1, a 10 s timeout; `limits`
+ * ends the run (`amount` or `duration`) and may pace it (`overallRate`, requests/s over all connections).
+ */
+export function cannonPosts(
+  url: string, keys: string[], connections: number,
+  limits: { amount?: number; duration?: number; overallRate?: number }, body = BODY, idReplacement = false,
+): autocannon.Options {
+  return {
+    url,
+    connections,
+    pipelining: 1,
+    ...(limits.amount !== undefined ? { amount: limits.amount } : { duration: limits.duration! }),
+    ...(limits.overallRate !== undefined ? { overallRate: limits.overallRate } : {}),
+    timeout: 10,
+    idReplacement,
+    requests: keys.map((key) => ({
+      method: 'POST' as const,
+      path: '/api/events',
+      headers: { 'content-type': 'application/json', 'x-api-key': key },
+      body,
+    })),
+  };
+}
+
+/** `wrk debian/4.1.0-3+b2` (its version line's first two words), or null when wrk is not on the PATH. */
+export function wrkVersion(): string | null {
+  const probe = spawnSync('wrk', ['-v'], { encoding: 'utf8' });
+  if (probe.error) return null;
+  // "wrk debian/4.1.0-3+b2 [epoll] Copyright (C) 2012 Will Glozer" -> "wrk debian/4.1.0-3+b2"
+  return (probe.stdout + probe.stderr).split('\n')[0]?.trim().split(/\s+/).slice(0, 2).join(' ') || 'wrk';
+}
+
+/** What native-bench/wrk-post.lua prints at the end (after `WRK_JSON `). */
+export interface WrkJson {
+  requests: number;
+  duration_us: number;
+  errors: { connect: number; read: number; write: number; status: number; timeout: number };
+  latency_us: { min: number; mean: number; max: number; p50: number; p90: number; p95: number; p99: number };
+}
+
+/**
+ * wrk with native-bench/wrk-post.lua: POST /api/events on `port` over `connections` connections for
+ * `duration` seconds, rotating over `keys` request by request; `threads` defaults to the CPU count.
+ */
+export async function runWrk(options: {
+  port: number; keys: string[]; connections: number; duration: number; threads?: number | null; dedup?: boolean;
+}): Promise<{ json: WrkJson; output: string; threads: number }> {
+  const threads = Math.min(options.threads ?? os.cpus().length, options.connections);
+  const argv = [
+    '-t', String(threads), '-c', String(options.connections), '-d', `${options.duration}s`, '--timeout', '10s',
+    '-s', WRK_SCRIPT, `http://127.0.0.1:${options.port}/api/events`, '--', options.dedup ? 'dedup' : 'nodedup', ...options.keys,
+  ];
+  const child = spawn('wrk', argv, { stdio: ['ignore', 'pipe', 'pipe'] });
+  let output = '';
+  child.stdout.on('data', (chunk: Buffer) => (output += chunk.toString()));
+  child.stderr.on('data', (chunk: Buffer) => (output += chunk.toString()));
+  const code = await new Promise<number | null>((resolve) => child.on('close', resolve));
+  const line = output.split('\n').find((l) => l.startsWith('WRK_JSON '));
+  if (code !== 0 || !line) throw new Error(`wrk failed (exit ${code}):\n${output}`);
+  return { json: JSON.parse(line.slice('WRK_JSON '.length)) as WrkJson, output: output.replace(/^WRK_JSON .*\n?/m, '').trimEnd(), threads };
+}
+
+/** wrk's latency percentiles in ms. */
+export function wrkLatency(json: WrkJson): Stats {
+  const l = json.latency_us;
+  return { p50: l.p50 / 1000, p95: l.p95 / 1000, p99: l.p99 / 1000, max: l.max / 1000 };
+}
+
 /** Paced single-event POSTs over raw keep-alive sockets (one request at a time per socket). */
 export class PacedClient {
   readonly sentAt: Float64Array;
@@ -765,6 +904,30 @@ export function writeResultsSection(begin: string, end: string, section: string)
     : `${previous.trimEnd()}\n\n${block}\n`;
   writeFileSync(RESULTS_FILE, next);
   log(`wrote ${path.relative(ROOT, RESULTS_FILE)}`);
+}
+
+/** `native-bench/results/<YYYY-MM-DD>-<kind>.<ext>` (UTC date of today). */
+export function datedResultFile(kind: string, ext: string): string {
+  return path.join(RESULTS_DIR, `${new Date().toISOString().slice(0, 10)}-${kind}.${ext}`);
+}
+
+/**
+ * Points `kind`'s line of native-bench/results/LATEST.md at `files` (the newest result files of
+ * that kind), keeping the other kinds' lines.
+ */
+export function updateLatest(kind: string, files: string[], summary: string): void {
+  const latest = path.join(RESULTS_DIR, 'LATEST.md');
+  const links = files.map((file) => `[${path.basename(file)}](${path.basename(file)})`).join(' · ');
+  const line = `- **${kind}** (${new Date().toISOString()}): ${links}${summary ? ` — ${summary}` : ''}`;
+  const previous = existsSync(latest)
+    ? readFileSync(latest, 'utf8')
+    : '# Latest benchmark results\n\nThe newest result files of each kind (written by the scripts; see native-bench/README.md).\n\n';
+  const lines = previous.trimEnd().split('\n');
+  const at = lines.findIndex((l) => l.startsWith(`- **${kind}** `));
+  if (at !== -1) lines[at] = line;
+  else lines.push(...(lines[lines.length - 1]!.startsWith('- ') ? [] : ['']), line);
+  mkdirSync(RESULTS_DIR, { recursive: true });
+  writeFileSync(latest, `${lines.join('\n')}\n`);
 }
 
 /**

@@ -2,6 +2,7 @@
 # Builds native-bench/rust-baseline (the Rust comparison server) from Debian's packaged crates:
 # crates.io is not reachable, so the crate sources come from `librust-*-dev` packages and
 # native-bench/rust-baseline/.cargo/config.toml points cargo at /usr/share/cargo/registry.
+# It also installs wrk, the second load generator of npm run bench:compare / bench:sweep.
 # Idempotent: apt runs only for missing packages, cargo rebuilds only what changed.
 # Prints the binary's path (relative to the repository root) as its last line.
 set -euo pipefail
@@ -23,6 +24,7 @@ packages=(
   librust-tokio-dev
   librust-tokio-postgres-dev
   librust-uuid-dev
+  wrk
 )
 
 missing=()

@@ -13,7 +13,7 @@
 //        npm run bench:compare -- --quick        (smoke test, well under a minute)
 //        npm run bench:compare -- --help
 import { spawnSync } from 'node:child_process';
-import { existsSync, mkdtempSync, readFileSync, rmSync, statSync, writeFileSync } from 'node:fs';
+import { closeSync, existsSync, fdatasyncSync, mkdtempSync, openSync, readFileSync, rmSync, statSync, writeFileSync, writeSync } from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
 import { connect, type Sql } from '../src/db/postgres.ts';
@@ -21,7 +21,7 @@ import { spreadBarsSpec, writeChart, type SpreadBar } from './chart.ts';
 import {
   runBench,
   AUTOCANNON_VERSION, BODY, cannon, cannonPosts, commandLine, countRows, createDatabase, createKeys, datedResultFile,
-  describeFailure, filesystemOf, int, interrupted, log, machineFacts, nonDefaults, onCleanup, PacedClient, parseBenchArgs,
+  describeFailure, filesystemOf, fmt, int, interrupted, log, machineFacts, nonDefaults, onCleanup, PacedClient, parseBenchArgs,
   positive, positiveList, postgresBaseUrl, postgresVersion, ROOT, runCleanups, runWrk, sleep, startListening, startServer,
   spread, spreadCell, stats, updateLatest, waitForBacklog, wrkLatency, wrkVersion, type RunningServer, type Spread, type Stats,
 } from './lib.ts';
@@ -466,6 +466,36 @@ function rustFacts(): string[] {
 
 // ---------------------------------------------------------------- main
 
+/**
+ * The disk's own floor for a durable 202: `pwrite` of 200 bytes + `fdatasync` into a preallocated
+ * file where the servers keep DATA_DIR, one at a time. An fsync-mode answer cannot beat this;
+ * an LMDB commit flushes twice (data pages, then the meta page).
+ */
+function flushFloor(dir: string, count = 2000): Stats {
+  const file = path.join(dir, `flush-floor-${process.pid}`);
+  const fd = openSync(file, 'w+');
+  try {
+    writeSync(fd, Buffer.alloc(count * 200 + 4096));
+    fdatasyncSync(fd);
+    const record = Buffer.alloc(200, 1);
+    const samples: number[] = [];
+    for (let i = 0; i < count; i++) {
+      const started = process.hrtime.bigint();
+      writeSync(fd, record, 0, record.length, i * 200);
+      fdatasyncSync(fd);
+      samples.push(Number(process.hrtime.bigint() - started) / 1e6);
+    }
+    return stats(samples);
+  } finally {
+    closeSync(fd);
+    rmSync(file);
+  }
+}
+
+const floorLine = (when: string, floor: Stats) =>
+  `- Disk flush floor ${when} (\`pwrite\` 200 B + \`fdatasync\`, one at a time, 2,000 times, in the DATA_DIR filesystem): ` +
+  `P50 ${fmt(floor.p50, 3)} ms, P95 ${fmt(floor.p95, 3)} ms, P99 ${fmt(floor.p99, 3)} ms`;
+
 async function main(): Promise<void> {
   const wrk = opts.skipWrk ? null : wrkVersion();
   if (!wrk && !opts.skipWrk) log('wrk not found on PATH: max throughput by autocannon only (apt install wrk to add it)');
@@ -488,6 +518,9 @@ async function main(): Promise<void> {
     ...(loadAtStart > 1.5 ? [`- **Noisy: the 1-minute load average was ${loadAtStart.toFixed(2)} at the start**`] : []),
     ...(nonDefault.length > 0 ? [`- Non-default parameters: ${nonDefault.join(', ')} (short runs are not comparable with the defaults)`] : []),
   ];
+
+  log('measuring the disk flush floor');
+  facts.push(floorLine('at the start', flushFloor(opts.dataDirBase)));
 
   const contenders: Contender[] = [];
   const runs: Run[] = [];
@@ -528,6 +561,7 @@ async function main(): Promise<void> {
     await runCleanups(); // servers, databases, DATA_DIRs, the embedded Postgres if any
   }
   if (interrupted) return;
+  facts.push(floorLine('at the end', flushFloor(opts.dataDirBase)));
 
   const lost = runs.filter((r) => r.problem?.startsWith('LOST'));
   const section = [

@@ -7,6 +7,7 @@ import { suite } from 'uvu';
 import * as assert from 'uvu/assert';
 import { ApiError } from '../src/errors.ts';
 import { checkContentType, parseEvent, parseJsonBody, type EventInput } from '../src/events/validate.ts';
+import { deep, eventBody, headerSafe, jsonish, mutatedEvent } from './fuzz/generators.ts';
 import { assertHealthy, assertStoredInPostgres, MAX_PAYLOAD_BYTES, UUID_V7 } from './helpers/ingest.ts';
 import { rawRequest, type RawReply } from './helpers/raw-http.ts';
 import { TestServer, useTestDatabase, type TestDatabase } from './helpers/server.ts';
@@ -102,92 +103,8 @@ function outcome<T>(fn: () => T): { value: T } | { error: ApiError } {
   }
 }
 
-// ---- generators -----------------------------------------------------------------------------------
+// ---- generators (shared ones in fuzz/generators.ts) -------------------------------------------------
 
-/** Strings built from UTF-16 units, lone surrogates and U+0000 included, with the awkward ones favoured. */
-const nastyUnit = fc.oneof(
-  { weight: 6, arbitrary: fc.string({ unit: 'grapheme', minLength: 1, maxLength: 1 }) },
-  { weight: 2, arbitrary: fc.integer({ min: 0, max: 0xffff }).map((code) => String.fromCharCode(code)) },
-  { weight: 2, arbitrary: fc.constantFrom('\u0000', '\ud800', '\udbff', '\udc00', '\udfff', '😀', 'é', '€', '"', '\\', '\u2028', '\ufeff', '\u0001') },
-);
-const nastyString = fc.string({ unit: nastyUnit, maxLength: 12 });
-const cleanString = fc.string({ unit: 'grapheme', maxLength: 12 });
-const key = fc.oneof(
-  { weight: 4, arbitrary: cleanString },
-  { weight: 2, arbitrary: fc.constantFrom('__proto__', 'constructor', 'prototype', 'toString', 'hasOwnProperty', 'valueOf', '', 'payload', 'type', '0', '10') },
-  { weight: 1, arbitrary: nastyString },
-);
-const number = fc.oneof(
-  { weight: 5, arbitrary: fc.integer() },
-  { weight: 3, arbitrary: fc.double({ noNaN: true, noDefaultInfinity: true }) },
-  { weight: 1, arbitrary: fc.constantFrom(Infinity, -Infinity, NaN, -0, Number.MAX_VALUE, Number.MIN_VALUE, 2 ** 53 + 1) },
-);
-const scalar = fc.oneof(fc.constant(null), fc.boolean(), number, cleanString, nastyString);
-
-/** Objects built with Object.fromEntries, so __proto__ becomes an own key exactly as JSON.parse makes it. */
-const { value: jsonish } = fc.letrec<{ value: unknown; object: Record<string, unknown>; array: unknown[] }>((tie) => ({
-  value: fc.oneof({ depthSize: 'small', withCrossShrink: true }, scalar, tie('object'), tie('array')),
-  object: fc.array(fc.tuple(key, tie('value')), { maxLength: 5 }).map((entries) => Object.fromEntries(entries)),
-  array: fc.array(tie('value'), { maxLength: 5 }),
-}));
-const plainObject = fc.array(fc.tuple(key, jsonish), { maxLength: 6 }).map((entries) => Object.fromEntries(entries) as Record<string, unknown>);
-
-/** Chains of objects and arrays around the depth limit (62..67 levels). */
-const deep = fc
-  .tuple(fc.integer({ min: 62, max: 67 }), fc.array(fc.boolean(), { minLength: 70, maxLength: 70 }), scalar)
-  .map(([levels, kinds, leaf]) => {
-    let value: unknown = leaf;
-    for (let i = levels - 1; i >= 1; i--) value = kinds[i] ? [value] : { k: value };
-    return { d: value };
-  });
-
-/** A payload `{s}` of compact JSON size at, just under or just over the byte limit, in 1- to 6-byte units. */
-const bigPayload = fc
-  .tuple(
-    fc.constantFrom('x', 'é', '€', '😀', '\u0001', '"'),
-    fc.oneof(fc.constantFrom(MAX_PAYLOAD_BYTES - 1, MAX_PAYLOAD_BYTES, MAX_PAYLOAD_BYTES + 1), fc.integer({ min: MAX_PAYLOAD_BYTES - 40, max: MAX_PAYLOAD_BYTES + 40 })),
-  )
-  .map(([unit, bytes]) => {
-    // Bytes of one unit in compact JSON: '"' is written \" and U+0001 is written \u0001.
-    const unitBytes = Buffer.byteLength(JSON.stringify(unit)) - 2;
-    const room = bytes - Buffer.byteLength('{"s":""}');
-    const units = Math.floor(room / unitBytes);
-    return { s: unit.repeat(units) + 'x'.repeat(room - units * unitBytes) };
-  });
-
-const typeArb = fc.oneof(
-  { weight: 6, arbitrary: fc.string({ unit: 'grapheme', minLength: 1, maxLength: 20 }) },
-  { weight: 1, arbitrary: fc.integer({ min: 250, max: 260 }).chain((n) => fc.constantFrom('a'.repeat(n), '😀'.repeat(n))) },
-  { weight: 1, arbitrary: nastyString },
-  { weight: 1, arbitrary: scalar },
-);
-const dedupArb = fc.oneof(
-  { weight: 3, arbitrary: fc.constant(undefined) },
-  { weight: 3, arbitrary: fc.string({ unit: 'grapheme', minLength: 1, maxLength: 20 }) },
-  { weight: 1, arbitrary: fc.integer({ min: 250, max: 260 }).map((n) => 'd'.repeat(n)) },
-  { weight: 1, arbitrary: nastyString },
-  { weight: 1, arbitrary: scalar },
-);
-const payloadArb = fc.oneof(
-  { weight: 6, arbitrary: plainObject },
-  { weight: 2, arbitrary: deep },
-  { weight: 1, arbitrary: bigPayload },
-  { weight: 1, arbitrary: jsonish },
-);
-
-/** Mostly event-shaped bodies, with `data` instead of `payload`, missing or extra fields. */
-const eventBody = fc
-  .record(
-    { type: typeArb, payload: payloadArb, data: payloadArb, dedup_id: dedupArb, extra: jsonish },
-    { requiredKeys: [] },
-  )
-  .chain((body) =>
-    fc.constantFrom<Record<string, unknown>>(
-      { type: body.type, payload: body.payload, ...(body.dedup_id === undefined ? {} : { dedup_id: body.dedup_id }) },
-      { type: body.type, data: body.data },
-      body,
-    ),
-  );
 const anyBody = fc.oneof({ weight: 8, arbitrary: eventBody }, { weight: 1, arbitrary: jsonish }, { weight: 1, arbitrary: fc.jsonValue() });
 
 function checkAccepted(body: Record<string, unknown>, input: EventInput): void {
@@ -354,31 +271,12 @@ fuzz('checkContentType: returns for application/json (any case, any parameters, 
 
 // ---- (b) the live server ---------------------------------------------------------------------------------
 
-const headerSafe = fc.string({ unit: fc.integer({ min: 0x20, max: 0x7e }).map((code) => String.fromCharCode(code)), maxLength: 30 });
 const contentTypeArb = fc.oneof(
   { weight: 4, arbitrary: fc.constant('application/json') },
   { weight: 2, arbitrary: fc.constant(null) },
   { weight: 1, arbitrary: fc.constantFrom('application/json; charset=utf-8', 'text/plain', 'application/x-www-form-urlencoded', 'APPLICATION/JSON;x=y', '') },
   { weight: 1, arbitrary: headerSafe },
 );
-
-/** Valid event text with random byte edits. */
-const mutatedEvent = fc
-  .tuple(
-    fc.record({ type: fc.string({ unit: 'grapheme', minLength: 1, maxLength: 10 }), payload: plainObject }),
-    fc.array(fc.tuple(fc.nat(), fc.integer({ min: 0, max: 255 }), fc.constantFrom('set', 'cut', 'insert', 'dup')), { minLength: 1, maxLength: 4 }),
-  )
-  .map(([event, edits]) => {
-    let buffer = Buffer.from(JSON.stringify(event));
-    for (const [at, byte, op] of edits) {
-      const i = at % Math.max(1, buffer.length);
-      if (op === 'set' && buffer.length > 0) buffer[i] = byte;
-      else if (op === 'cut') buffer = Buffer.concat([buffer.subarray(0, i), buffer.subarray(i + 1 + (byte % 8))]);
-      else if (op === 'dup') buffer = Buffer.concat([buffer.subarray(0, i), buffer.subarray(i, i + 1 + (byte % 16)), buffer.subarray(i)]);
-      else buffer = Buffer.concat([buffer.subarray(0, i), Buffer.from([byte]), buffer.subarray(i)]);
-    }
-    return buffer;
-  });
 
 /** Events that must be accepted: clean type, payload and (sometimes) a random dedup_id. */
 const validEventText = fc

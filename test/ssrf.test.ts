@@ -8,6 +8,7 @@ import * as assert from 'uvu/assert';
 import { Agent, request } from 'undici';
 import { ApiError } from '../src/errors.ts';
 import { BlockedAddressError, checkWebhookUrl, guardedLookup, isBlockedAddress, type Resolver } from '../src/delivery/ssrf.ts';
+import { BLOCKED_URLS } from './helpers/blocked-urls.ts';
 
 // IP literals and localhost must be judged without DNS.
 const noDns: Resolver = async (host) => {
@@ -32,41 +33,6 @@ async function rejectsWith(promise: Promise<unknown>, code: string, status = 400
   }
   throw new assert.Assertion({ message: `expected ${code}, but it was accepted`, operator: 'rejects', generated: false, expects: code, actual: 'accepted' });
 }
-
-const BLOCKED_URLS = [
-  'http://localhost/',
-  'http://LOCALHOST./hook',
-  'http://api.localhost:8080/',
-  'http://[::1]/',
-  'http://[::]/',
-  'http://0.0.0.0/',
-  'http://0/',
-  'http://2130706433/',
-  'http://0x7f000001/',
-  'http://0x7f.1/',
-  'http://127.1/',
-  'http://127.255.255.254/',
-  'http://10.0.0.1/',
-  'http://172.16.5.4/',
-  'http://172.31.255.255/',
-  'http://192.168.1.1/',
-  'http://100.64.0.1/',
-  'http://169.254.169.254/latest/meta-data/',
-  'http://[fe80::1]/',
-  'http://[fc00::1]/',
-  'http://[fd00:ec2::254]/',
-  'http://[::ffff:127.0.0.1]/',
-  'http://[::ffff:7f00:1]/',
-  'http://[::ffff:169.254.169.254]/',
-  'http://224.0.0.1/',
-  'http://[ff02::1]/',
-  'http://255.255.255.255/',
-  'http://192.0.2.1/',
-  'https://[64:ff9b::a00:1]/',
-  'https://[2002:7f00:1::]/',
-  'https://[2001::1]/',
-  'https://[::127.0.0.1]/',
-];
 
 const urls = suite('ssrf: checkWebhookUrl');
 

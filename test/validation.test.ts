@@ -149,7 +149,9 @@ const BAD: BadCase[] = [
   // nesting
   { name: 'payload nested 65 objects deep', status: 400, code: 'validation_error', field: 'payload', send: json({ type: 't', payload: nestedObject(65) }) },
   { name: 'payload nested 65 deep through arrays', status: 400, code: 'validation_error', field: 'payload', send: json({ type: 't', payload: nestedArrays(64) }) },
-  { name: 'payload nested 10,000 deep', status: 400, code: 'validation_error', field: 'payload', send: raw(rawEvent('{"a":' + '['.repeat(10_000) + ']'.repeat(10_000) + '}')) },
+  { name: 'payload nested 10,000 deep', status: 400, code: 'validation_error', field: 'body', send: raw(rawEvent('{"a":' + '['.repeat(10_000) + ']'.repeat(10_000) + '}')) },
+  // Past 128 levels the body is refused on its bytes, before JSON.parse spends seconds on it.
+  { name: 'body nested 10,000 deep, unclosed', status: 400, code: 'validation_error', field: 'body', send: raw('['.repeat(10_000)) },
   // not JSON
   { name: 'malformed JSON (unquoted key)', status: 400, code: 'invalid_json', send: raw('{"type":"t",payload:{}}') },
   { name: 'malformed JSON (single quotes)', status: 400, code: 'invalid_json', send: raw("{'type':'t','payload':{}}") },
@@ -303,6 +305,10 @@ validation('202: payload nested exactly 64 deep (payload object = depth 1), obje
   assertError(await send(ctx, { json: { type: 'deep.objects', payload: nestedObject(65) } }), 400, 'validation_error', 'payload');
   assertError(await send(ctx, { json: { type: 'deep.arrays', payload: nestedArrays(64) } }), 400, 'validation_error', 'payload');
   assertError(await send(ctx, { json: { type: 'deep.objects', payload: nestedObject(65, { a: 1 }) } }), 400, 'validation_error', 'payload');
+  // The byte-level depth check before JSON.parse counts brackets outside strings only (escaped quotes included).
+  const brackets = { s: '['.repeat(10_000), t: '\\"[[[{{{', u: '}'.repeat(200) };
+  const bracketsId = assertAccepted(await send(ctx, { json: { type: 'deep.strings', payload: brackets } }));
+  assert.equal((await readBack(ctx, bracketsId)).payload, brackets);
 });
 
 validation('202: what jsonb stores faithfully is accepted and reads back unchanged', async (ctx) => {

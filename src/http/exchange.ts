@@ -8,8 +8,12 @@ import type { HttpRequest, HttpResponse } from './uws.ts';
 
 export type Headers = ReadonlyArray<readonly [string, string]>;
 
-/** After a 413, how much more of a declared body is read and dropped rather than cut off. */
-const DISCARD_MAX_BYTES = 16 * 1024 * 1024;
+/**
+ * How long an answer decided before the request body has arrived waits for it (see reply): long
+ * enough for an upload on a loaded machine to finish, shorter than uWS's 10 s idle timeout, which
+ * would close the connection without an answer.
+ */
+const HOLD_MAX_MS = 5_000;
 
 const STATUS_LINES = new Map<number, string>(
   Object.entries(STATUS_CODES).map(([code, text]) => [Number(code), `${code} ${text}`]),
@@ -44,37 +48,51 @@ export function readHead(req: HttpRequest, paramCount: number): RequestHead {
 
 export class Exchange {
   aborted = false;
-  /** Set when a declared body is too large to drop: the connection is closed after the 413. */
+  /** The body was not read to its end: the connection is closed after the answer. */
   private closeAfterReply = false;
+  /** readBody is collecting and the body's last chunk has not arrived yet. */
+  private bodyPending = false;
+  /** An answer is decided (written or held): the rest of the body is dropped, never parsed. */
+  private answered = false;
+  /** An answer decided while the body was still arriving (a 401), written once it has. */
+  private heldReply: (() => void) | null = null;
+  private holdTimer: NodeJS.Timeout | undefined;
 
   /** `headOnly`: a HEAD request, answered with the GET answer's status and headers, no body. */
   constructor(private readonly res: HttpResponse, private readonly headOnly = false) {
     res.onAborted(() => {
       this.aborted = true;
+      clearTimeout(this.holdTimer);
     });
   }
 
   /**
    * Collects the body, refusing (413) as soon as it passes `limit` bytes: a declared
    * Content-Length over the limit is refused before any byte is read, and a streamed body
-   * is never buffered past the limit. After the 413 the rest of the body is read and dropped,
-   * so a client still sending gets the answer instead of a reset connection; only a declared
-   * body far over the limit gets its connection closed instead.
+   * is never buffered past the limit. A 413 goes out at once and closes the connection (what
+   * is left of an oversized body is not worth reading; a client still writing it may see a
+   * reset instead). The rest of a body whose request is answered before it arrived (a 401) is
+   * read and dropped, never parsed (see reply).
    */
   readBody(head: RequestHead, limit: number): Promise<Buffer> {
-    const tooLarge = () => new ApiError('payload_too_large', `The request body exceeds ${limit} bytes.`);
+    const tooLarge = () => {
+      this.closeAfterReply = true;
+      this.bodyPending = false;
+      return new ApiError('payload_too_large', `The request body exceeds ${limit} bytes.`);
+    };
     let refused = false;
     const declared = head.contentLength === '' ? 0 : Number(head.contentLength);
-    if (declared > limit) {
-      refused = true;
-      this.closeAfterReply = declared > limit + DISCARD_MAX_BYTES;
-    }
+    this.bodyPending = true;
     return new Promise((resolve, reject) => {
-      if (refused) reject(tooLarge());
+      if (declared > limit) {
+        refused = true;
+        reject(tooLarge());
+      }
       const chunks: Buffer[] = [];
       let size = 0;
       this.res.onData((chunk, isLast) => {
-        if (refused) return;
+        if (isLast) this.bodyArrived();
+        if (refused || this.answered) return;
         size += chunk.byteLength;
         if (size > limit) {
           refused = true;
@@ -88,10 +106,10 @@ export class Exchange {
   }
 
   send(status: number, body: string | Buffer, headers: Headers = [], contentType = 'application/json'): void {
-    if (this.aborted) return;
-    this.res.cork(() => {
+    this.reply(() => {
       this.res.writeStatus(STATUS_LINES.get(status) ?? String(status));
       this.res.writeHeader('content-type', contentType);
+      this.res.writeHeader('x-content-type-options', 'nosniff');
       for (const [name, value] of headers) this.res.writeHeader(name, value);
       if (this.headOnly) this.res.endWithoutBody(Buffer.byteLength(body), this.closeAfterReply);
       else this.res.end(body, this.closeAfterReply);
@@ -100,11 +118,43 @@ export class Exchange {
 
   /** An answer without a body (204). */
   sendEmpty(status: number): void {
-    if (this.aborted) return;
-    this.res.cork(() => {
+    this.reply(() => {
       this.res.writeStatus(STATUS_LINES.get(status) ?? String(status));
       this.res.endWithoutBody(undefined, this.closeAfterReply);
     });
+  }
+
+  /**
+   * Writes the answer now, or once the request body has arrived. uWS never times out a
+   * connection answered before the end of its request body (an early 401 on a POST: its idle
+   * timer is not re-armed when the rest of the body comes in), so such a connection would stay
+   * open for good. So an early answer waits for the body (dropped as it comes), at most
+   * HOLD_MAX_MS; a body still unfinished by then gets the answer and a closed connection.
+   */
+  private reply(write: () => void): void {
+    if (this.aborted) return;
+    this.answered = true;
+    if (!this.bodyPending) {
+      this.res.cork(write);
+      return;
+    }
+    this.heldReply = write;
+    this.holdTimer = setTimeout(() => {
+      this.closeAfterReply = true;
+      this.writeHeld();
+    }, HOLD_MAX_MS);
+  }
+
+  private bodyArrived(): void {
+    this.bodyPending = false;
+    this.writeHeld();
+  }
+
+  private writeHeld(): void {
+    clearTimeout(this.holdTimer);
+    const held = this.heldReply;
+    this.heldReply = null;
+    if (held && !this.aborted) this.res.cork(held);
   }
 
   sendError(error: ApiError, headers: Headers = []): void {

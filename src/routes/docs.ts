@@ -77,13 +77,13 @@ export function docsRoutes(router: Router): void {
   router.on('get', '/openapi.json', (exchange) => exchange.send(200, document, [['cache-control', 'no-cache']]));
 
   router.on('get', '/docs', (exchange) =>
-    exchange.send(200, page, [['cache-control', 'no-cache'], ['content-security-policy', CSP], ['x-content-type-options', 'nosniff']], 'text/html; charset=utf-8'),
+    exchange.send(200, page, [['cache-control', 'no-cache'], ['content-security-policy', CSP]], 'text/html; charset=utf-8'),
   );
 
   router.on('get', '/docs/:asset', (exchange, head) => {
     const asset = assets.get(head.params[0]!);
     if (asset === undefined) throw new ApiError('not_found', 'No such file.');
-    const headers: Headers = [['cache-control', ASSET_CACHE], ['x-content-type-options', 'nosniff']];
+    const headers: Headers = [['cache-control', ASSET_CACHE]];
     exchange.send(200, asset.body, headers, asset.contentType);
   });
 }

@@ -1,5 +1,6 @@
 // Metrics kept in shared memory (every acceptor thread adds to the same counters with Atomics)
 // and rendered by prom-client from whichever thread serves GET /metrics.
+import { isMainThread } from 'node:worker_threads';
 import client from 'prom-client';
 import { ERROR_CODES, type ErrorCode } from './errors.ts';
 import type { EventLog } from './log/event-log.ts';
@@ -42,6 +43,10 @@ export class Metrics {
     this.register('triggers_persist_pool_utilization', 'Share of time the persist workers were busy (0..1).', 'gauge', () => [
       { value: Atomics.load(control, CONTROL.PERSIST_UTILIZATION_PERMILLE) / 1000 },
     ]);
+    // prom-client's process and V8 figures (RSS, heap, event-loop delay, GC) for the main thread,
+    // which runs the drain and the webhook dispatcher beside acceptor 0. Other acceptor threads are
+    // isolates of their own: a scrape they answer leaves these out rather than mix in another heap.
+    if (isMainThread) client.collectDefaultMetrics({ register: this.registry });
   }
 
   private read(slot: number): number {

@@ -13,7 +13,7 @@
 //        npm run bench:compare -- --quick        (smoke test, well under a minute)
 //        npm run bench:compare -- --help
 import { spawnSync } from 'node:child_process';
-import { closeSync, existsSync, fdatasyncSync, mkdtempSync, openSync, readFileSync, rmSync, statSync, writeFileSync, writeSync } from 'node:fs';
+import { closeSync, existsSync, fdatasyncSync, openSync, readFileSync, rmSync, statSync, writeFileSync, writeSync } from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
 import { connect, type Sql } from '../src/db/postgres.ts';
@@ -23,7 +23,7 @@ import {
   AUTOCANNON_VERSION, BODY, cannon, cannonPosts, commandLine, countRows, createDatabase, createKeys, datedResultFile,
   describeFailure, filesystemOf, fmt, int, interrupted, log, machineFacts, nonDefaults, onCleanup, PacedClient, parseBenchArgs,
   positive, positiveList, postgresBaseUrl, postgresVersion, ROOT, runCleanups, runWrk, sleep, startListening, startServer,
-  spread, spreadCell, stats, updateLatest, waitForBacklog, wrkLatency, wrkVersion, type RunningServer, type Spread, type Stats,
+  spread, spreadCell, stats, updateLatest, waitForBacklog, wrkLatency, wrkVersion, type RunningServer, type Spread, type Stats, tempDataDir,
 } from './lib.ts';
 
 const CONTENDERS = ['ts-fsync', 'ts-commit', 'rust'] as const;
@@ -45,7 +45,7 @@ const USAGE = `npm run bench:compare -- [options]
   --connections <n>     connections of the max-throughput and fixed-rate runs (default 64)
   --rates <list>        fixed rates, requests/s (default 5000,10000,20000)
   --warmup <n>          warm-up requests per contender before the first round (default 2000)
-  --baseline-wait <s>   after a run, wait at most this long for the baseline to store its 202s (default 30)
+  --baseline-wait <s>   after a run, wait at most this long for the baseline to store its 202s (default 120)
   --wrk-threads <n>     wrk threads (default: the CPU count)
   --skip-wrk            no wrk run even when wrk is on the PATH
   --quick               smoke test: --rounds 1 --amount 200 --duration 2 --rates 1000 --warmup 200 --baseline-wait 5
@@ -69,7 +69,7 @@ const { args, common } = parseBenchArgs({
 
 const DEFAULTS = {
   contenders: CONTENDERS.join(','), rounds: '3', amount: '2000', duration: '10', connections: '64', rates: '5000,10000,20000', warmup: '2000',
-  'baseline-wait': '30',
+  'baseline-wait': '120',
 };
 const QUICK = { ...DEFAULTS, rounds: '1', amount: '200', duration: '2', rates: '1000', warmup: '200', 'baseline-wait': '5' };
 const given = (name: keyof typeof DEFAULTS) => args[name] ?? (args.quick ? QUICK : DEFAULTS)[name];
@@ -133,8 +133,7 @@ async function startContender(name: ContenderName, baseUrl: string): Promise<Con
   if (name === 'rust') {
     server = await startListening(RUST_BINARY, [], { DATABASE_URL: database.url });
   } else {
-    const dataDir = mkdtempSync(path.join(opts.dataDirBase, `triggers-bench-compare-${name}-`));
-    onCleanup(async () => rmSync(dataDir, { recursive: true, force: true }));
+    const dataDir = tempDataDir(opts.dataDirBase, `compare-${name}`);
     server = await startServer(database.url, dataDir, { DURABILITY: name === 'ts-fsync' ? 'fsync' : 'commit' });
   }
   onCleanup(async () => void (await server.stop()));

@@ -13,7 +13,6 @@
 // native-bench/RESULTS.md (content outside the marker comments is kept).
 // Usage: npm run bench:delivery [-- --workers 1,2 --events 20000 --rate 1000 --duration 20 ...]
 //        npm run bench:delivery -- --help
-import { mkdtempSync, rmSync } from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
 import { monitorEventLoopDelay, type EventLoopUtilization } from 'node:perf_hooks';
@@ -24,7 +23,7 @@ import {
   filesystemOf, fmt, int, interrupted, isLocalHost, log, machineBusyCores, machineCpu, machineFacts, nonDefaults, onCleanup,
   PacedClient, parseBenchArgs, positive, positiveList, postgresBaseUrl, postgresVersion, preload, readMetrics, runCleanups,
   sampleCpu, sleep, startServer, stats, StatusCounter, stopServer, waitForBacklog, warmKeys,
-  type CpuUse, type RunningServer, type Stats,
+  type CpuUse, type RunningServer, type Stats, tempDataDir,
 } from './lib.ts';
 import type { Collected } from './delivery-receiver.ts';
 import { configureEndpoints, ReceiverThread } from './receiver-thread.ts';
@@ -236,8 +235,7 @@ async function benchThroughput(workers: number, method: Method, preloadBatch: nu
   try {
     const database = await createDatabase(baseUrl);
     onCleanup(database.drop);
-    const dataDir = mkdtempSync(path.join(opts.dataDirBase, 'triggers-bench-delivery-'));
-    onCleanup(async () => rmSync(dataDir, { recursive: true, force: true }));
+    const dataDir = tempDataDir(opts.dataDirBase, 'delivery');
     const orgs = orgsFor(opts.events);
     const receiver = await ReceiverThread.start(orgs);
     onCleanup(() => receiver.stop());
@@ -407,8 +405,7 @@ async function benchLatency(baseUrl: string): Promise<LatencyResult> {
   try {
     const database = await createDatabase(baseUrl);
     onCleanup(database.drop);
-    const dataDir = mkdtempSync(path.join(opts.dataDirBase, 'triggers-bench-delivery-lag-'));
-    onCleanup(async () => rmSync(dataDir, { recursive: true, force: true }));
+    const dataDir = tempDataDir(opts.dataDirBase, 'delivery-lag');
     const total = opts.rate * opts.duration;
     const orgs = orgsFor(total + opts.warmup);
     const receiver = await ReceiverThread.start(orgs);

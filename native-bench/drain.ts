@@ -11,7 +11,6 @@
 // native-bench/RESULTS.md (content outside the marker comments is kept).
 // Usage: npm run bench:drain [-- --events 200000 --workers 1,2 --batch-sizes 2000 --rate 10000 ...]
 //        npm run bench:drain -- --help
-import { mkdtempSync, rmSync } from 'node:fs';
 import path from 'node:path';
 import { monitorEventLoopDelay } from 'node:perf_hooks';
 import { Worker } from 'node:worker_threads';
@@ -21,7 +20,7 @@ import {
   backlogOf, benchClock, BODY, cleanupMark, commandLine, countRows, cpuUse, createDatabase, createKeys, describeFailure, EVENT,
   filesystemOf, fmt, int, interrupted, isLocalHost, log, machineFacts, nonDefaults, onCleanup, PacedClient, parseBenchArgs, positive,
   positiveList, postgresBaseUrl, postgresVersion, preload, runCleanups, sampleCpu, sleep, startServer, stats, StatusCounter, stopServer,
-  waitForBacklog, warmKeys, type CpuUse, type Stats,
+  waitForBacklog, warmKeys, type CpuUse, type Stats, tempDataDir,
 } from './lib.ts';
 import type { PollerInit, PollerMessage, PollerStop } from './lag-poller.ts';
 import { PgProxy } from '../test/helpers/pg-proxy.ts';
@@ -161,8 +160,7 @@ async function benchDrain(workers: number, batchSize: number, baseUrl: string, p
     onCleanup(database.drop);
     const proxy = await PgProxy.forDatabase(database.url);
     onCleanup(() => proxy.stop());
-    const dataDir = mkdtempSync(path.join(opts.dataDirBase, `triggers-bench-drain-`));
-    onCleanup(async () => rmSync(dataDir, { recursive: true, force: true }));
+    const dataDir = tempDataDir(opts.dataDirBase, 'drain');
     let retries = 0;
     const retryErrors = new Map<string, number>();
     let counting: 'warmup' | 'measure' | null = null;
@@ -334,8 +332,7 @@ async function benchLag(baseUrl: string): Promise<LagResult> {
   try {
     const database = await createDatabase(baseUrl);
     onCleanup(database.drop);
-    const dataDir = mkdtempSync(path.join(opts.dataDirBase, `triggers-bench-lag-`));
-    onCleanup(async () => rmSync(dataDir, { recursive: true, force: true }));
+    const dataDir = tempDataDir(opts.dataDirBase, 'lag');
     log(`lag: starting server (DATA_DIR ${dataDir}), default drain settings, Postgres direct`);
     const server = await startServer(database.url, dataDir, { DURABILITY: opts.durability });
     onCleanup(async () => void (await server.stop()));

@@ -8,14 +8,13 @@
 //        npm run bench -- --help
 import autocannon from 'autocannon';
 import { randomUUID } from 'node:crypto';
-import { mkdtempSync, rmSync } from 'node:fs';
 import http from 'node:http';
 import path from 'node:path';
 import {
   publishSection, runBench,
   AUTOCANNON_VERSION, BODY, cannon, cannonPosts, cleanupMark, commandLine, createDatabase, createKeys, describeFailure, EVENT, filesystemOf, interrupted, log,
   machineFacts as commonFacts, nonDefaults, onCleanup, parseBenchArgs, positive, postgresBaseUrl, postgresVersion, readyBacklog,
-  runCleanups, runWrk, startServer, stats, StatusCounter, stopServer, wrkLatency, wrkVersion, type CannonRun, type Stats,
+  runCleanups, runWrk, startServer, stats, StatusCounter, stopServer, wrkLatency, wrkVersion, type CannonRun, type Stats, tempDataDir,
 } from './lib.ts';
 
 const SECTION_BEGIN = '<!-- BEGIN ingest-bench (issue 3): written by `npm run bench`, edits inside are overwritten -->';
@@ -175,8 +174,7 @@ async function benchMode(mode: Mode, baseUrl: string, wrk: string | null): Promi
   const mark = cleanupMark();
   const database = await createDatabase(baseUrl);
   onCleanup(database.drop);
-  const dataDir = mkdtempSync(path.join(opts.dataDirBase, `triggers-bench-${mode}-`));
-  onCleanup(async () => rmSync(dataDir, { recursive: true, force: true }));
+  const dataDir = tempDataDir(opts.dataDirBase, mode);
   log(`${mode}: starting server (DATA_DIR ${dataDir})`);
   const server = await startServer(database.url, dataDir, { DURABILITY: mode });
   onCleanup(async () => void (await server.stop()));

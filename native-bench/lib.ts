@@ -6,7 +6,7 @@
 import autocannon from 'autocannon';
 import { spawn, spawnSync, type ChildProcess } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
-import { existsSync, mkdirSync, readdirSync, readFileSync, writeFileSync } from 'node:fs';
+import { existsSync, mkdirSync, mkdtempSync, readdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { createRequire } from 'node:module';
 import net from 'node:net';
 import os from 'node:os';
@@ -166,6 +166,13 @@ export async function createDatabase(baseUrl: string): Promise<{ name: string; u
       await admin.end();
     },
   };
+}
+
+/** A temporary DATA_DIR under `base` (named `triggers-bench-<prefix>-…`), removed at cleanup. */
+export function tempDataDir(base: string, prefix: string): string {
+  const dir = mkdtempSync(path.join(base, `triggers-bench-${prefix}-`));
+  onCleanup(async () => rmSync(dir, { recursive: true, force: true }));
+  return dir;
 }
 
 // ---------------------------------------------------------------- the server under test

@@ -11,7 +11,7 @@
 // Usage: npm run bench:sweep [-- --acceptors 1,2 --persist 1,2 --delivery 1,2 --duration 10 ...]
 //        npm run bench:sweep -- --quick          (smoke test)
 //        npm run bench:sweep -- --help
-import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import { writeFileSync } from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
 import { connect, type Sql } from '../src/db/postgres.ts';
@@ -23,7 +23,7 @@ import {
   datedResultFile, describeFailure, EVENT, filesystemOf, fmt, int, interrupted, log, machineBusyCores, machineCpu, machineFacts,
   nonDefaults, onCleanup, parseBenchArgs, positive, positiveList, postgresBaseUrl, postgresVersion, preload, ROOT, runCleanups,
   runWrk, sleep, spread, spreadCell, startServer, stats, stopServer, updateLatest, waitForBacklog, warmKeys, wrkLatency, wrkVersion,
-  type Spread, type Stats,
+  type Spread, type Stats, tempDataDir,
 } from './lib.ts';
 import { configureEndpoints, ReceiverThread } from './receiver-thread.ts';
 
@@ -232,8 +232,7 @@ async function measureSetting(setting: Setting, round: number, baseUrl: string):
     onCleanup(database.drop);
     const proxy = await PgProxy.forDatabase(database.url);
     onCleanup(() => proxy.stop());
-    const dataDir = mkdtempSync(path.join(opts.dataDirBase, 'triggers-bench-sweep-'));
-    onCleanup(async () => rmSync(dataDir, { recursive: true, force: true }));
+    const dataDir = tempDataDir(opts.dataDirBase, 'sweep');
     const receiver = await ReceiverThread.start(opts.orgs);
     onCleanup(() => receiver.stop());
     log(`${label(setting)} (round ${round}): starting server`);

@@ -3,7 +3,7 @@
 // bound, or when requests fail. The run itself is scripts/soak/run.ts (test/soak.test.ts runs the
 // same for 60 s); this file parses flags, provides Postgres and writes
 // native-bench/results/<date>-soak.{csv,svg,md}.
-// Usage: npm run soak [-- --duration 600 --rate 10000 | --probe ...]   npm run soak -- --help
+// Usage: npm run soak [-- --duration 600 --rate 10000 ...]   npm run soak -- --help
 import { mkdirSync, writeFileSync } from 'node:fs';
 import path from 'node:path';
 import {
@@ -15,15 +15,13 @@ import { chartSvg, checksTable, samplesCsv, summaryMarkdown } from './soak/repor
 import { LOAD_DEFAULTS, runSoak } from './soak/run.ts';
 
 /** ≈ 70 % of the 14,000–18,000 durable events/s that 64 connections reach on the 2-core dev machine (native-bench/RESULTS.md). */
-const DEFAULT_RATE = 10_000;
 const RESULTS_DIR = path.join(ROOT, 'native-bench', 'results');
 const PROGRESS_EVERY_S = 10;
 
 const USAGE = `npm run soak -- [options]
   --duration <s>          seconds of load (default 600)
-  --rate <n>              events per second over all streams (default ${DEFAULT_RATE}, ≈ 70 % of this machine's maximum)
-  --probe                 first measure the maximum (--connections as fast as they go, 5 s after a 5 s warm-up)
-                          and soak at 70 % of it
+  --rate <n>              events per second over all streams (default: first measure the maximum, --connections as
+                          fast as they go for 5 s after a 5 s warm-up, and soak at 70 % of it)
   --connections <n>       keep-alive connections of the single-event stream and the probe (default ${LOAD_DEFAULTS.connections})
   --webhook-share <f>     share of the rate sent to orgs with a local webhook endpoint (default ${LOAD_DEFAULTS.webhookShare})
   --batch-share <f>       share of the rate sent in batches to orgs whose inbox is read and acked (default ${LOAD_DEFAULTS.batchShare})
@@ -43,7 +41,6 @@ Writes native-bench/results/<date>-soak.csv, .svg and .md (not RESULTS.md: --not
 const { args, common } = parseBenchArgs({
   duration: { type: 'string', default: '600' },
   rate: { type: 'string' },
-  probe: { type: 'boolean', default: false },
   connections: { type: 'string', default: String(LOAD_DEFAULTS.connections) },
   'webhook-share': { type: 'string', default: String(LOAD_DEFAULTS.webhookShare) },
   'batch-share': { type: 'string', default: String(LOAD_DEFAULTS.batchShare) },
@@ -68,10 +65,6 @@ function number(name: string, raw: string, max = Number.POSITIVE_INFINITY): numb
   return value;
 }
 
-if (args.probe && args.rate !== undefined) {
-  console.error('--rate and --probe exclude each other');
-  process.exit(2);
-}
 const limits: Limits = {
   rssMbPerMin: number('max-rss-slope', args['max-rss-slope']),
   heapMbPerMin: number('max-heap-slope', args['max-heap-slope']),
@@ -104,7 +97,7 @@ async function main(): Promise<void> {
     databaseUrl: database.url,
     dataDirBase: common.dataDirBase,
     durationS,
-    rate: args.probe ? 'probe' : positive('rate', args.rate ?? String(DEFAULT_RATE)),
+    rate: args.rate === undefined ? 'probe' : positive('rate', args.rate),
     connections: positive('connections', args.connections),
     webhookShare,
     batchShare,

@@ -17,7 +17,7 @@ import type { ChaosTarget } from './target.ts';
 export interface FaultOptions {
   /** Faults are planned within this time from start(). */
   durationMs: number;
-  /** 0: never. */
+  /** Each of the three: 0 for never. */
   killEveryMs: number;
   pgCutEveryMs: number;
   pgCutForMs: number;

@@ -7,22 +7,13 @@ import { PgProxy } from '../../test/helpers/pg-proxy.ts';
 import { configureEndpoint } from '../../test/helpers/receiver.ts';
 import { createTestDatabase, TestServer } from '../../test/helpers/server.ts';
 import { Driver, type Org } from './driver.ts';
-import { Faults } from './faults.ts';
+import { Faults, type FaultOptions } from './faults.ts';
 import { seededRandom } from './random.ts';
 import { OrgReceiver } from './receivers.ts';
 import { reconcile, settle, Violations, type Reconciled } from './reconcile.ts';
 import { ChaosTarget } from './target.ts';
 
-export interface ChaosOptions {
-  durationMs: number;
-  /** 0: no kills. */
-  killEveryMs: number;
-  /** 0: no Postgres outages. */
-  pgCutEveryMs: number;
-  pgCutForMs: number;
-  /** 0: receivers never fail. */
-  receiverFaultEveryMs: number;
-  receiverFaultForMs: number;
+export interface ChaosOptions extends FaultOptions {
   orgs: number;
   /** Requests per second. */
   rate: number;

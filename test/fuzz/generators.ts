@@ -121,9 +121,10 @@ export const mutatedEvent = fc
 
 /**
  * No JSON text ends with one of these (a value ends in } ] " a digit, e or l), so any text with such
- * a tail is invalid JSON, whatever came before it.
+ * a tail is invalid JSON, whatever came before it, also when the prefix left a string open (then the
+ * tail either leaves it unterminated or closes it and is garbage after it: hence `{"a`, not `{"`).
  */
-const BREAKING_TAILS = [',', '{"', '[', ':', '\\', '"\\u12', 'tru', 'nul', '1e', '-', '{"a":'];
+const BREAKING_TAILS = [',', '{"a', '[', ':', '\\', '"\\u12', 'tru', 'nul', '1e', '-', '{"a":'];
 
 /** A prefix of `text` (any bytes) followed by a tail that makes it invalid JSON for certain. */
 export function brokenJson(text: fc.Arbitrary<Buffer>): fc.Arbitrary<Buffer> {

@@ -24,8 +24,8 @@ export interface ReceiverInit {
 }
 
 /** Slots of ReceiverInit.counts. */
-export const COUNTS = { UNIQUE: 0, REQUESTS: 1 } as const;
-export const COUNT_SLOTS = 2;
+export const COUNTS = { UNIQUE: 0, REQUESTS: 1, BAD_SIGNATURES: 2 } as const;
+export const COUNT_SLOTS = 3;
 
 export type ReceiverCommand =
   | { kind: 'secrets'; secrets: string[] }
@@ -85,8 +85,12 @@ async function runReceiver(): Promise<void> {
     else state.otherEntryCounts[`${v1.length} v1 of ${entries.length}`] = (state.otherEntryCounts[`${v1.length} v1 of ${entries.length}`] ?? 0) + 1;
     const key = keys[org];
     const expected = key === undefined ? null : `v1,${createHmac('sha256', key).update(`${id}.${timestamp}.${body}`).digest('base64')}`;
-    if (expected !== null && v1.includes(expected)) state.signatureOk++;
-    else state.signatureBad++;
+    if (expected !== null && v1.includes(expected)) {
+      state.signatureOk++;
+    } else {
+      state.signatureBad++;
+      Atomics.add(counts, COUNTS.BAD_SIGNATURES, 1);
+    }
     if (Math.abs(Date.now() / 1000 - Number(timestamp)) > 300) state.timestampStale++;
   }
 

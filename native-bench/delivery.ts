@@ -251,7 +251,7 @@ async function benchThroughput(workers: number, method: Method, preloadBatch: nu
 
     const keys = await createKeys(server, `delivery w${workers} ${method}`, orgs);
     await warmKeys(server, keys);
-    await configureEndpoints(server, keys, receiver);
+    await configureEndpoints(server.port, keys, receiver);
     await warmUp(server, sql, keys, receiver);
     const outcomesStart = await deliveryOutcomes(server.port);
 
@@ -421,7 +421,7 @@ async function benchLatency(baseUrl: string): Promise<LatencyResult> {
     onCleanup(() => sql.end({ timeout: 5 }));
     const keys = await createKeys(server, 'delivery latency', orgs);
     await warmKeys(server, keys);
-    await configureEndpoints(server, keys, receiver);
+    await configureEndpoints(server.port, keys, receiver);
 
     if (opts.warmup > 0) {
       log(`latency: warm-up, ${int(opts.warmup)} events at ${int(opts.rate)}/s`);

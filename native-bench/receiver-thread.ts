@@ -1,10 +1,10 @@
 // The bench's handle on the webhook receiver (native-bench/delivery-receiver.ts), which runs in a
 // worker thread: start it (one port per org), read its shared counters, collect what it received,
-// and point each org's webhook endpoint at its port. Used by bench:delivery and bench:sweep.
+// and point each org's webhook endpoint at its port. Used by bench:delivery, bench:sweep and the soak.
 import type { EventLoopUtilization } from 'node:perf_hooks';
 import { Worker } from 'node:worker_threads';
 import { COUNT_SLOTS, COUNTS, type Collected, type ReceiverCommand, type ReceiverInit, type ReceiverMessage } from './delivery-receiver.ts';
-import { sleep, type RunningServer } from './lib.ts';
+import { sleep } from './lib.ts';
 
 export class ReceiverThread {
   private readonly counts: Int32Array;
@@ -62,6 +62,11 @@ export class ReceiverThread {
     return Atomics.load(this.counts, COUNTS.REQUESTS);
   }
 
+  /** Requests whose signature did not verify with their org's secret. */
+  get badSignatures(): number {
+    return Atomics.load(this.counts, COUNTS.BAD_SIGNATURES);
+  }
+
   secrets(secrets: string[]): void {
     this.worker.postMessage({ kind: 'secrets', secrets } satisfies ReceiverCommand);
   }
@@ -88,10 +93,10 @@ export class ReceiverThread {
 }
 
 /** POST /api/webhook/config for each key, org i → receiver port i; returns the secrets. */
-export async function configureEndpoints(server: RunningServer, keys: string[], receiver: ReceiverThread): Promise<string[]> {
+export async function configureEndpoints(port: number, keys: string[], receiver: ReceiverThread): Promise<string[]> {
   const secrets: string[] = [];
   for (const [i, key] of keys.entries()) {
-    const response = await fetch(`http://127.0.0.1:${server.port}/api/webhook/config`, {
+    const response = await fetch(`http://127.0.0.1:${port}/api/webhook/config`, {
       method: 'POST',
       headers: { 'content-type': 'application/json', 'x-api-key': key },
       body: JSON.stringify({ webhook_url: receiver.url(i) }),

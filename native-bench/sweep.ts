@@ -266,7 +266,7 @@ async function measureSetting(setting: Setting, round: number, baseUrl: string):
     let delivery: Result['delivery'] = null;
     if (opts.deliveryEvents > 0) {
       const keys = await createKeys(server, 'sweep delivery', Math.max(opts.orgs, 1));
-      await configureEndpoints(server, keys, receiver);
+      await configureEndpoints(server.port, keys, receiver);
       delivery = await measureDelivery(server.port, sql, keys, receiver, notes);
       log(`${label(setting)}: ${int(delivery.events)} deliveries in ${fmt(delivery.seconds, 2)} s → ${int(delivery.perSecond)}/s`);
     }

@@ -1,16 +1,15 @@
 // The soak's traffic, all at once for the whole run:
 //   ingest   paced single-event POSTs over keep-alive sockets (native-bench PacedClient) to orgs
 //            without a webhook endpoint;
-//   webhook  the same, to orgs whose endpoint is a local Receiver (test/helpers/receiver.ts);
+//   webhook  the same, to orgs whose endpoints are the bench's receiver thread (native-bench/receiver-thread.ts);
 //   batch    POST /api/events/batch (native-bench preload) to the inbox orgs, paced per 200 ms;
 //   inbox    one consumer reading the inbox orgs' pending events and acking them, back to back;
 //   limited  5 events/s to a free-tier org (100/min): past its burst, 429s by design.
 // A PacedClient keeps a slot per request, so each paced stream runs as consecutive clients of
 // SEGMENT_S seconds (started on a fixed schedule, so one's tail overlaps the next's start and
-// the rate stays exact); a Receiver keeps every request, so its list is harvested and emptied
-// every second. Memory on this side stays bounded however long the run.
+// the rate stays exact). The receiver thread keeps one webhook-id per delivery, a few MB per hour.
 import { benchClock, EVENT, PacedClient, preload, sleep, StatusCounter } from '../../native-bench/lib.ts';
-import { Receiver } from '../../test/helpers/receiver.ts';
+import { configureEndpoints, ReceiverThread } from '../../native-bench/receiver-thread.ts';
 import type { LoadCounters } from './sampler.ts';
 
 const SEGMENT_S = 10;
@@ -230,46 +229,35 @@ class InboxConsumer {
   }
 }
 
-/** The webhook orgs' endpoints: one Receiver each, answering 200 and verifying every signature. */
+/**
+ * The webhook orgs' endpoints: the bench's receiver in a worker thread (one port per org, answering 200
+ * and verifying every signature), so the load generator's own event loop cannot slow the answers.
+ */
 class Endpoints {
-  /** Verified requests (a redelivery counts again; the server's `retry` counter shows those). */
-  delivered = 0;
-  badSignatures = 0;
-  readonly problems = new Set<string>();
-
-  private constructor(readonly receivers: Receiver[]) {}
+  private constructor(private readonly receiver: ReceiverThread) {}
 
   static async start(port: number, keys: string[]): Promise<Endpoints> {
-    const receivers = await Promise.all(keys.map(() => Receiver.start()));
-    const endpoints = new Endpoints(receivers);
-    for (const [i, key] of keys.entries()) {
-      const receiver = receivers[i]!;
-      const reply = await api(port, 'POST', '/api/webhook/config', { key, body: { webhook_url: receiver.url } });
-      if (reply.status !== 200) {
-        await endpoints.close();
-        throw new Error(`POST /api/webhook/config: ${reply.status} ${JSON.stringify(reply.body)}`);
-      }
-      receiver.secret = reply.body.secret;
+    const receiver = await ReceiverThread.start(keys.length);
+    try {
+      await configureEndpoints(port, keys, receiver);
+    } catch (error) {
+      await receiver.stop();
+      throw error;
     }
-    return endpoints;
+    return new Endpoints(receiver);
   }
 
-  /** Counts and forgets what arrived since the last call (a Receiver would keep it all). */
-  harvest(): void {
-    for (const receiver of this.receivers) {
-      for (const request of receiver.requests.splice(0)) {
-        if (request.verification === 'ok') {
-          this.delivered++;
-        } else {
-          this.badSignatures++;
-          if (this.problems.size < 20) this.problems.add(`delivery ${request.id}: ${request.verification}`);
-        }
-      }
-    }
+  /** Requests received (a redelivery counts again; the server's `retry` counter shows those). */
+  get delivered(): number {
+    return this.receiver.requests;
   }
 
-  async close(): Promise<void> {
-    await Promise.all(this.receivers.map((receiver) => receiver.close()));
+  get badSignatures(): number {
+    return this.receiver.badSignatures;
+  }
+
+  close(): Promise<void> {
+    return this.receiver.stop();
   }
 }
 
@@ -338,7 +326,6 @@ export class SoakLoad {
   }
 
   counters(): LoadCounters {
-    this.endpoints.harvest();
     const { errors, designed429 } = this.totals();
     return {
       errors,
@@ -363,7 +350,7 @@ export class SoakLoad {
       `inbox: ${this.inbox.requests} reads and acks, ${this.inbox.acked} events acknowledged, ${this.inbox.errors} failed`,
       `limited (free tier, 429 by design): ${this.limited.count(202)} accepted, ${this.limited.count(429)} answered 429, other ${this.limited.unexpected([202, 429])}`,
     ];
-    const problems = [...this.batches.problems, ...this.inbox.problems, ...this.endpoints.problems];
+    const problems = [...this.batches.problems, ...this.inbox.problems];
     return { requests, errors, designed429: this.limited.count(429), lines, problems };
   }
 

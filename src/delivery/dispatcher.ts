@@ -91,7 +91,7 @@ export class Dispatcher {
       let claimed: DueDelivery[] = [];
       if (this.capacity > 0) {
         try {
-          claimed = await claimDue(this.sql, this.capacity, IN_FLIGHT_PER_ENDPOINT, leaseMs, this.saturatedOrgs());
+          claimed = await claimDue(this.sql, this.capacity, IN_FLIGHT_PER_ENDPOINT, leaseMs, this.saturatedOrgs(), this.room());
         } catch (error) {
           this.logger.warn({ err: error }, 'claiming due deliveries failed');
         }
@@ -117,6 +117,13 @@ export class Dispatcher {
       if (breaker.failures >= BREAKER_THRESHOLD && (now < breaker.openUntil || breaker.probing)) orgs.add(orgId);
     }
     return [...orgs];
+  }
+
+  /** Endpoints with deliveries in flight: how many more each may take now. */
+  private room(): Map<string, number> {
+    const room = new Map<string, number>();
+    for (const [orgId, count] of this.inFlightByOrg) if (count > 0 && count < IN_FLIGHT_PER_ENDPOINT) room.set(orgId, IN_FLIGHT_PER_ENDPOINT - count);
+    return room;
   }
 
   private breaker(orgId: string): Breaker {
@@ -157,9 +164,13 @@ export class Dispatcher {
       .catch((error: Error): DeliveryResult => ({ error: `delivery worker failed: ${error.message}`, durationMs: 0 }))
       .then((result) => this.finish(due, attemptedAt, result, open))
       .finally(() => {
+        const wasFull = this.capacity <= 0;
         this.inFlight--;
-        this.inFlightByOrg.set(orgId, (this.inFlightByOrg.get(orgId) ?? 1) - 1);
-        this.wake();
+        const left = (this.inFlightByOrg.get(orgId) ?? 1) - 1;
+        this.inFlightByOrg.set(orgId, left);
+        // Refill a busy endpoint in batches (at half its cap, or when idle): a claim after every single
+        // completion re-scans the endpoint's whole due backlog just to take one more.
+        if (wasFull || left === IN_FLIGHT_PER_ENDPOINT / 2 || left === 0) this.wake();
       });
   }
 

@@ -87,12 +87,17 @@ export interface DueDelivery {
  * crash mid-delivery, they come due again after the lease (at least once). `skipOrgs`: endpoints
  * that cannot take more now (circuit open, or at their in-flight cap) — their backlog stays
  * unclaimed instead of being claimed and put back, so it cannot crowd out other orgs; and one claim
- * takes at most `perOrg` of an org's deliveries.
+ * takes at most `perOrg` of an org's deliveries, or its `room` (endpoints with deliveries in flight:
+ * what is claimed beyond their cap would only be put back).
  */
-export async function claimDue(sql: Sql, limit: number, perOrg: number, leaseMs: number, skipOrgs: readonly string[]): Promise<DueDelivery[]> {
+export async function claimDue(
+  sql: Sql, limit: number, perOrg: number, leaseMs: number, skipOrgs: readonly string[], room: ReadonlyMap<string, number>,
+): Promise<DueDelivery[]> {
   // Rows locked as candidates but over an org's share are released unchanged at commit.
   return sql<DueDelivery[]>`
-    with candidates as (
+    with room as (
+      select * from unnest(${sql.array([...room.keys()])}::uuid[], ${sql.array([...room.values()])}::int[]) as r(organization_id, room)
+    ), candidates as (
       select e.id, e.organization_id, e.next_attempt_at from events e
       join webhook_endpoints w on w.organization_id = e.organization_id and w.disabled_at is null
       where e.status = 'pending' and e.next_attempt_at <= now()
@@ -102,9 +107,9 @@ export async function claimDue(sql: Sql, limit: number, perOrg: number, leaseMs:
       for update of e skip locked
     ), due as (
       select id from (
-        select id, row_number() over (partition by organization_id order by next_attempt_at) as position from candidates
-      ) ranked
-      where position <= ${perOrg}
+        select id, organization_id, row_number() over (partition by organization_id order by next_attempt_at) as position from candidates
+      ) ranked left join room using (organization_id)
+      where position <= coalesce(room.room, ${perOrg})
     )
     update events e set next_attempt_at = now() + ${leaseMs} * interval '1 millisecond'
     from due, webhook_endpoints w

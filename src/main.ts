@@ -71,8 +71,13 @@ function startThread(init: AcceptorInit): Promise<Worker> {
   return new Promise((resolve, reject) => {
     worker.once('error', reject);
     worker.once('message', (message: AcceptorToMain) => {
-      if (message.kind === 'listening') resolve(worker);
-      else reject(new Error(message.kind === 'fatal' ? message.message : `unexpected ${message.kind}`));
+      if (message.kind === 'listening') {
+        // A thread that dies later takes its share of the port with it; the others keep serving.
+        worker.on('error', (error) => logger.error({ err: error, thread: init.index }, 'acceptor thread failed'));
+        resolve(worker);
+      } else {
+        reject(new Error(message.kind === 'fatal' ? message.message : `unexpected ${message.kind}`));
+      }
     });
   });
 }

@@ -130,6 +130,10 @@ export async function runChaos(options: ChaosOptions, hooks: ChaosHooks = {}): P
     const settleSeconds = (Date.now() - settleStarted) / 1000;
     note(`settled in ${settleSeconds.toFixed(1)} s${expedited > 0 ? ` (${expedited} lost delivery claims redelivered)` : ''}; reconciling`);
     const reconciled = await reconcile(db.sql, driver, orgs, receivers, violations);
+    // What the server said about it: its errors and fatal lines (and any output that is not JSON, e.g. a crash).
+    if (violations.size > 0) {
+      for (const line of server.logs.filter((entry) => /"level":(50|60)/.test(entry) || !entry.startsWith('{')).slice(-10)) note(`server: ${line.slice(0, 600)}`);
+    }
     return {
       ...reconciled,
       seed: options.seed,

@@ -69,6 +69,8 @@ export class Dispatcher {
       // The task does network I/O: Atomics-based waiting would block its event loop.
       atomics: 'disabled',
     });
+    // An exception in a worker between tasks: Piscina replaces it. Unheard, the event would end the process.
+    this.pool.on('error', (error: unknown) => this.logger.error({ err: error }, 'delivery worker failed between tasks; replaced'));
   }
 
   start(): void {

@@ -62,6 +62,9 @@ export class Drain {
       // The task does I/O (Postgres): Atomics-based waiting would block its event loop.
       atomics: 'disabled',
     });
+    // An exception in a worker between tasks (say, its idle Postgres connection failing): Piscina
+    // replaces the worker. Unheard, the pool's 'error' event would end the process.
+    this.pool.on('error', (error: unknown) => this.logger.error({ err: error }, 'persist worker failed between tasks; replaced'));
   }
 
   start(): void {

@@ -2,12 +2,12 @@
 // them to the Piscina delivery pool, and records every attempt with the next step of the retry
 // schedule. A per-endpoint circuit breaker and in-flight cap keep a failing or slow endpoint
 // from taking the pool away from the others.
-import { Piscina } from 'piscina';
 import type { Logger } from 'pino';
 import type { Config } from '../config.ts';
 import type { Sql } from '../db/postgres.ts';
 import type { Metrics } from '../metrics.ts';
 import type { DeliveryInit, DeliveryResult, DeliveryTask } from '../protocol.ts';
+import { createPool, type WorkerPool } from '../worker-pool.ts';
 import { decryptSecret, signatureHeader } from './secrets.ts';
 import { claimDue, disableEndpoint, recordDeliveries, type DeliveryRecord, type DueDelivery } from './store.ts';
 
@@ -38,7 +38,7 @@ interface Breaker {
 }
 
 export class Dispatcher {
-  private readonly pool: Piscina<DeliveryTask, DeliveryResult>;
+  private readonly pool: WorkerPool<DeliveryTask, DeliveryResult>;
   private readonly secretKey: Buffer;
   private readonly inFlightByOrg = new Map<string, number>();
   private readonly breakers = new Map<string, Breaker>();
@@ -58,19 +58,13 @@ export class Dispatcher {
     private readonly metrics: Metrics,
   ) {
     this.secretKey = secretKey;
-    this.pool = new Piscina({
-      filename: new URL('../thread-bootstrap.mjs', import.meta.url).href,
-      argv: [new URL('../../workers/deliver.ts', import.meta.url).href],
+    this.pool = createPool<DeliveryTask, DeliveryResult>({
+      worker: 'deliver',
+      threads: config.deliveryWorkers,
       workerData: { allowPrivate: config.webhookAllowPrivate, timeoutMs: config.webhookTimeoutMs } satisfies DeliveryInit,
-      minThreads: config.deliveryWorkers,
-      maxThreads: config.deliveryWorkers,
       concurrentTasksPerWorker: IN_FLIGHT_PER_WORKER,
-      idleTimeout: Number.POSITIVE_INFINITY,
-      // The task does network I/O: Atomics-based waiting would block its event loop.
-      atomics: 'disabled',
+      logger,
     });
-    // An exception in a worker between tasks: Piscina replaces it. Unheard, the event would end the process.
-    this.pool.on('error', (error: unknown) => this.logger.error({ err: error }, 'delivery worker failed between tasks; replaced'));
   }
 
   start(): void {

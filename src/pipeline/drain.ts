@@ -4,13 +4,13 @@
 // completed batches in order. A failing batch is retried with capped backoff, so a Postgres
 // outage only grows the backlog.
 import { pack } from 'msgpackr';
-import { Piscina } from 'piscina';
 import type { Logger } from 'pino';
 import type { Config } from '../config.ts';
 import type { EventLog, LogRecord } from '../log/event-log.ts';
 import type { LogProgress } from '../log/progress.ts';
 import type { Metrics } from '../metrics.ts';
 import { CONTROL, MAX_PARTITIONS, type PersistInit, type PersistTask } from '../protocol.ts';
+import { createPool, type WorkerPool } from '../worker-pool.ts';
 
 const BACKOFF_MIN_MS = 100;
 /** A batch write that takes longer is abandoned (its worker is restarted) and retried. */
@@ -28,7 +28,7 @@ interface Batch {
 }
 
 export class Drain {
-  private readonly pool: Piscina<PersistTask, number>;
+  private readonly pool: WorkerPool<PersistTask, number>;
   /** Per partition: batches dispatched and not yet folded into the watermark, in seq order. */
   private readonly pending: Batch[][] = Array.from({ length: MAX_PARTITIONS }, () => []);
   /** Per partition: the highest seq handed to a batch. */
@@ -52,19 +52,9 @@ export class Drain {
     private readonly metrics: Metrics,
   ) {
     for (let p = 0; p < MAX_PARTITIONS; p++) this.dispatched.push(progress.drainedUpTo(p));
-    this.pool = new Piscina({
-      filename: new URL('../thread-bootstrap.mjs', import.meta.url).href,
-      argv: [new URL('../../workers/persist.ts', import.meta.url).href],
-      workerData: { databaseUrl } satisfies PersistInit,
-      minThreads: config.persistWorkers,
-      maxThreads: config.persistWorkers,
-      idleTimeout: Number.POSITIVE_INFINITY,
-      // The task does I/O (Postgres): Atomics-based waiting would block its event loop.
-      atomics: 'disabled',
+    this.pool = createPool<PersistTask, number>({
+      worker: 'persist', threads: config.persistWorkers, workerData: { databaseUrl } satisfies PersistInit, logger,
     });
-    // An exception in a worker between tasks (say, its idle Postgres connection failing): Piscina
-    // replaces the worker. Unheard, the pool's 'error' event would end the process.
-    this.pool.on('error', (error: unknown) => this.logger.error({ err: error }, 'persist worker failed between tasks; replaced'));
   }
 
   start(): void {

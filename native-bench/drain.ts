@@ -20,10 +20,9 @@ import {
   backlogOf, benchClock, BODY, cleanupMark, commandLine, countRows, cpuUse, createDatabase, createKeys, describeFailure, EVENT,
   filesystemOf, fmt, int, interrupted, isLocalHost, log, machineFacts, nonDefaults, onCleanup, PacedClient, parseBenchArgs, positive,
   positiveList, postgresBaseUrl, postgresVersion, preload, runCleanups, sampleCpu, sleep, startServer, stats, StatusCounter, stopServer,
-  waitForBacklog, warmKeys, type CpuUse, type Stats, tempDataDir,
+  waitForBacklog, warmKeys, type CpuUse, type Stats, tempDataDir, proxiedDatabase,
 } from './lib.ts';
 import type { PollerInit, PollerMessage, PollerStop } from './lag-poller.ts';
-import { PgProxy } from '../test/helpers/pg-proxy.ts';
 
 const SECTION_BEGIN = '<!-- BEGIN drain-bench (issue 4): written by `npm run bench:drain`, edits inside are overwritten -->';
 const SECTION_END = '<!-- END drain-bench -->';
@@ -156,10 +155,7 @@ async function benchDrain(workers: number, batchSize: number, baseUrl: string, p
   const label = `workers ${workers}, batch ${batchSize}`;
   const notes: string[] = [];
   try {
-    const database = await createDatabase(baseUrl);
-    onCleanup(database.drop);
-    const proxy = await PgProxy.forDatabase(database.url);
-    onCleanup(() => proxy.stop());
+    const { database, proxy } = await proxiedDatabase(baseUrl);
     const dataDir = tempDataDir(opts.dataDirBase, 'drain');
     let retries = 0;
     const retryErrors = new Map<string, number>();

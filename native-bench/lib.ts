@@ -16,6 +16,7 @@ import { parseArgs, type ParseArgsConfig } from 'node:util';
 import { startTemporaryPostgres } from '../src/db/embedded.ts';
 import { connect, type Sql } from '../src/db/postgres.ts';
 import { createLogger } from '../src/logger.ts';
+import { PgProxy } from '../test/helpers/pg-proxy.ts';
 
 export const ROOT = fileURLToPath(new URL('..', import.meta.url));
 export const RESULTS_FILE = path.join(ROOT, 'native-bench', 'RESULTS.md');
@@ -166,6 +167,15 @@ export async function createDatabase(baseUrl: string): Promise<{ name: string; u
       await admin.end();
     },
   };
+}
+
+/** A fresh database and a TCP proxy in front of it (to hold or cut the server's queries), both removed at cleanup. */
+export async function proxiedDatabase(baseUrl: string): Promise<{ database: Awaited<ReturnType<typeof createDatabase>>; proxy: PgProxy }> {
+  const database = await createDatabase(baseUrl);
+  onCleanup(database.drop);
+  const proxy = await PgProxy.forDatabase(database.url);
+  onCleanup(() => proxy.stop());
+  return { database, proxy };
 }
 
 /** A temporary DATA_DIR under `base` (named `triggers-bench-<prefix>-…`), removed at cleanup. */

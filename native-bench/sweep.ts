@@ -15,15 +15,15 @@ import { writeFileSync } from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
 import { connect, type Sql } from '../src/db/postgres.ts';
-import { PgProxy } from '../test/helpers/pg-proxy.ts';
+import type { PgProxy } from '../test/helpers/pg-proxy.ts';
 import { spreadBarsSpec, writeChart, type SpreadBar } from './chart.ts';
 import {
   runBench,
-  AUTOCANNON_VERSION, backlogOf, benchClock, cannon, cannonPosts, cleanupMark, commandLine, countRows, createDatabase, createKeys,
+  AUTOCANNON_VERSION, backlogOf, benchClock, cannon, cannonPosts, cleanupMark, commandLine, countRows, createKeys,
   datedResultFile, describeFailure, EVENT, filesystemOf, fmt, int, interrupted, log, machineBusyCores, machineCpu, machineFacts,
   nonDefaults, onCleanup, parseBenchArgs, positive, positiveList, postgresBaseUrl, postgresVersion, preload, ROOT, runCleanups,
   runWrk, sleep, spread, spreadCell, startServer, stats, stopServer, updateLatest, waitForBacklog, warmKeys, wrkLatency, wrkVersion,
-  type Spread, type Stats, tempDataDir,
+  type Spread, type Stats, tempDataDir, proxiedDatabase,
 } from './lib.ts';
 import { configureEndpoints, ReceiverThread } from './receiver-thread.ts';
 
@@ -228,10 +228,7 @@ async function measureSetting(setting: Setting, round: number, baseUrl: string):
   const mark = cleanupMark();
   const notes: string[] = [];
   try {
-    const database = await createDatabase(baseUrl);
-    onCleanup(database.drop);
-    const proxy = await PgProxy.forDatabase(database.url);
-    onCleanup(() => proxy.stop());
+    const { database, proxy } = await proxiedDatabase(baseUrl);
     const dataDir = tempDataDir(opts.dataDirBase, 'sweep');
     const receiver = await ReceiverThread.start(opts.orgs);
     onCleanup(() => receiver.stop());

@@ -21,8 +21,10 @@ export const CONTROL = {
   PERSIST_UTILIZATION_PERMILLE: 6,
   /** Bumped to void every cached API key (the key-rotation notifications may have had a gap). */
   KEY_EPOCH: 7,
+  /** Read-your-writes waits in progress, across threads: while above 0 the drain does not linger. */
+  DRAIN_WAITERS: 8,
 } as const;
-const CONTROL_SLOTS = 8;
+const CONTROL_SLOTS = 9;
 
 /** Log partitions (one per acceptor thread; a later start with fewer threads still drains them all). */
 export const MAX_PARTITIONS = 64;

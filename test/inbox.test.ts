@@ -12,7 +12,10 @@ import { expectError, TestServer, useTestDatabase, waitFor, type Reply, type Tes
 interface Ctx {
   db: TestDatabase;
   server: TestServer;
-  /** Same database, PERSIST_LINGER=300ms: an event stays in the log (not in Postgres) for a while after its 202. */
+  /**
+   * Same database, PERSIST_LINGER=60s: an event stays in the log (not in Postgres) after its 202
+   * until a read-your-writes read asks the drain to ship it.
+   */
   slow: TestServer;
   key: string;
   org: string;
@@ -24,7 +27,7 @@ const inbox = suite<Ctx>('inbox');
 useTestDatabase(inbox, async (ctx) => {
   [ctx.server, ctx.slow] = await Promise.all([
     TestServer.start(ctx.db.url, { ACCEPTOR_THREADS: '2' }),
-    TestServer.start(ctx.db.url, { PERSIST_LINGER: '300ms' }),
+    TestServer.start(ctx.db.url, { PERSIST_LINGER: '60s' }),
   ]);
   ({ key: ctx.key, organizationId: ctx.org } = await ctx.server.createKey('enterprise', 'inbox org'));
   ctx.otherKey = (await ctx.server.createKey('enterprise', 'inbox other org')).key;
@@ -385,6 +388,14 @@ inbox('ack: unknown id → 404 not_found; malformed → 400 invalid_id; no key �
     expectError(await server.request('POST', `/api/ack/${bad}`, { key }), 400, 'invalid_id');
   }
   expectError(await server.request('POST', `/api/ack/${UNKNOWN_ID}`), 401, 'missing_api_key');
+});
+
+inbox('a read-your-writes read does not wait out PERSIST_LINGER: it has the drain ship the log at once', async ({ slow, key }) => {
+  const id = await send(slow, key, 'linger.cut');
+  assert.equal(stillInLog(slow.dataDir, [id]), [id], 'the event left the log before the read: the scenario was not exercised');
+  // Without the cut the drain would wait 60 s, and the read would give up after 5 s with a 503.
+  const listed = await listOk(slow, key, 'type=linger.cut');
+  assert.equal(listed.events.map((event) => event.id), [id]);
 });
 
 inbox('ack right after the 202, while the event is still only in the log, acknowledges it (single and batch)', async ({ slow, key, db }) => {

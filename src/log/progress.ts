@@ -82,14 +82,33 @@ export class LogProgress {
   }
 
   /** Waits (without blocking the thread) for the next watermark advance, or `timeoutMs`. */
-  async nextDrain(timeoutMs: number): Promise<void> {
-    const { async, value } = Atomics.waitAsync(this.control, CONTROL.DRAINED, Atomics.load(this.control, CONTROL.DRAINED), timeoutMs);
-    if (async) await value;
+  nextDrain(timeoutMs: number): Promise<void> {
+    return this.nextChange(CONTROL.DRAINED, Atomics.load(this.control, CONTROL.DRAINED), timeoutMs);
   }
 
   /** Waits for the next append commit (any thread), or `timeoutMs`. */
-  async nextAppend(timeoutMs: number): Promise<void> {
-    const { async, value } = Atomics.waitAsync(this.control, CONTROL.APPENDED, Atomics.load(this.control, CONTROL.APPENDED), timeoutMs);
+  nextAppend(timeoutMs: number): Promise<void> {
+    return this.nextChange(CONTROL.APPENDED, Atomics.load(this.control, CONTROL.APPENDED), timeoutMs);
+  }
+
+  /**
+   * Registers a read-your-writes wait (any thread) until the returned release is called: the
+   * drain ships what is in the log at once instead of lingering for a bigger batch.
+   */
+  waitForDrain(): () => void {
+    Atomics.add(this.control, CONTROL.DRAIN_WAITERS, 1);
+    Atomics.notify(this.control, CONTROL.DRAIN_WAITERS);
+    return () => void Atomics.sub(this.control, CONTROL.DRAIN_WAITERS, 1);
+  }
+
+  /** Waits up to `timeoutMs`, cut short as soon as a read-your-writes wait is (or gets) registered. */
+  linger(timeoutMs: number): Promise<void> {
+    return this.nextChange(CONTROL.DRAIN_WAITERS, 0, timeoutMs);
+  }
+
+  /** Resolves when the slot no longer holds `seen` (at once if it already does not), or after `timeoutMs`. */
+  private async nextChange(slot: number, seen: number, timeoutMs: number): Promise<void> {
+    const { async, value } = Atomics.waitAsync(this.control, slot, seen, timeoutMs);
     if (async) await value;
   }
 }

@@ -83,9 +83,7 @@ export class Drain {
       if (dispatched) continue;
       const woken = new Promise<void>((resolve) => (this.wake = resolve));
       await Promise.race([woken, this.progress.nextAppend(IDLE_WAIT_MS)]);
-      if (this.config.persistLingerMs > 0 && this.inFlight < maxInFlight) {
-        await new Promise((resolve) => setTimeout(resolve, this.config.persistLingerMs));
-      }
+      if (this.config.persistLingerMs > 0 && this.inFlight < maxInFlight) await this.progress.linger(this.config.persistLingerMs);
     }
   }
 
@@ -154,7 +152,9 @@ export class Drain {
   /** Drains what is in the log (up to `timeoutMs`), then stops the loop and the pool. */
   async stop(timeoutMs: number): Promise<boolean> {
     const deadline = Date.now() + timeoutMs;
+    const release = this.progress.waitForDrain();
     while (!this.caughtUp() && Date.now() < deadline) await this.progress.nextDrain(Math.max(1, deadline - Date.now()));
+    release();
     const caughtUp = this.caughtUp();
     this.stopping = true;
     this.wake();

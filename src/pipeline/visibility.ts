@@ -21,11 +21,17 @@ export async function visibleHorizon(progress: LogProgress, timeoutMs = VISIBILI
   const t = Date.now();
   while (Date.now() <= t) await new Promise((resolve) => setImmediate(resolve));
   const targets = progress.snapshotIssued();
+  if (progress.drainedPast(targets)) return idFloor(t + 1);
   const deadline = Date.now() + timeoutMs;
-  while (!progress.drainedPast(targets)) {
-    const left = deadline - Date.now();
-    if (left <= 0) throw new ApiError('database_unavailable');
-    await progress.nextDrain(left);
+  const release = progress.waitForDrain();
+  try {
+    while (!progress.drainedPast(targets)) {
+      const left = deadline - Date.now();
+      if (left <= 0) throw new ApiError('database_unavailable');
+      await progress.nextDrain(left);
+    }
+  } finally {
+    release();
   }
   return idFloor(t + 1);
 }

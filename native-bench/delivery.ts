@@ -23,7 +23,7 @@ import {
   filesystemOf, fmt, int, interrupted, isLocalHost, log, machineBusyCores, machineCpu, machineFacts, nonDefaults, onCleanup,
   PacedClient, parseBenchArgs, positive, positiveList, postgresBaseUrl, postgresVersion, preload, readMetrics, runCleanups,
   sampleCpu, sleep, startServer, stats, StatusCounter, stopServer, waitForBacklog, warmKeys,
-  type CpuUse, type RunningServer, type Stats, tempDataDir,
+  type CpuUse, type RunningServer, type Stats, tempDataDir, defaultOf,
 } from './lib.ts';
 import type { Collected } from './delivery-receiver.ts';
 import { configureEndpoints, ReceiverThread } from './receiver-thread.ts';
@@ -624,7 +624,7 @@ function latencyMarkdown(r: LatencyResult): string {
   return [
     title,
     '',
-    `DELIVERY_WORKERS ${opts.latencyWorkers}, other settings default (PERSIST_LINGER 5ms), ${orgsFor(opts.rate * opts.duration + opts.warmup)} orgs with endpoints on the receiver thread as above.`,
+    `DELIVERY_WORKERS ${opts.latencyWorkers}, other settings default (PERSIST_LINGER ${defaultOf('PERSIST_LINGER')}), ${orgsFor(opts.rate * opts.duration + opts.warmup)} orgs with endpoints on the receiver thread as above.`,
     `A paced client (raw HTTP/1.1, ${opts.connections} keep-alive connections, one request at a time each) sends single events to POST /api/events`,
     `on a fixed schedule of ${int(opts.rate)}/s for ${opts.duration} s, rotating over the orgs, after a warm-up of ${int(opts.warmup)} events; each payload carries its send time.`,
     'The receiver stamps each delivery\'s arrival with process.hrtime in its own thread; the client stamps the 202\'s arrival on the main thread: one clock,',

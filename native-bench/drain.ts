@@ -20,7 +20,7 @@ import {
   backlogOf, benchClock, BODY, cleanupMark, commandLine, countRows, cpuUse, createDatabase, createKeys, describeFailure, EVENT,
   filesystemOf, fmt, int, interrupted, isLocalHost, log, machineFacts, nonDefaults, onCleanup, PacedClient, parseBenchArgs, positive,
   positiveList, postgresBaseUrl, postgresVersion, preload, runCleanups, sampleCpu, sleep, startServer, stats, StatusCounter, stopServer,
-  waitForBacklog, warmKeys, type CpuUse, type Stats, tempDataDir, proxiedDatabase,
+  waitForBacklog, warmKeys, type CpuUse, type Stats, tempDataDir, proxiedDatabase, defaultOf,
 } from './lib.ts';
 import type { PollerInit, PollerMessage, PollerStop } from './lag-poller.ts';
 
@@ -481,7 +481,7 @@ function lagMarkdown(r: LagResult): string {
   return [
     title,
     '',
-    `The server's default drain settings (PERSIST_WORKERS 1, PERSIST_BATCH_SIZE 2000, PERSIST_LINGER 5ms), connected straight to Postgres.`,
+    `The server's default drain settings (${['PERSIST_WORKERS', 'PERSIST_BATCH_SIZE', 'PERSIST_LINGER'].map((name) => `${name} ${defaultOf(name)}`).join(', ')}), connected straight to Postgres.`,
     `A paced client (raw HTTP/1.1, ${opts.connections} keep-alive connections, one request at a time each) sends single events to POST /api/events`,
     `on a fixed schedule of ${int(r.rate)}/s for ${opts.duration} s, over ${int(keysFor(r.sent + opts.warmup))} enterprise orgs, after a warm-up of ${int(opts.warmup)} events;`,
     `each payload carries its send time. The bench polls \`select id, received_at, payload->>'sent_at' from events where id > $last order by id\``,

@@ -13,6 +13,7 @@ import os from 'node:os';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { parseArgs, type ParseArgsConfig } from 'node:util';
+import { CONFIG_VARIABLES } from '../src/config.ts';
 import { startTemporaryPostgres } from '../src/db/embedded.ts';
 import { connect, type Sql } from '../src/db/postgres.ts';
 import { createLogger } from '../src/logger.ts';
@@ -183,6 +184,13 @@ export function tempDataDir(base: string, prefix: string): string {
   const dir = mkdtempSync(path.join(base, `triggers-bench-${prefix}-`));
   onCleanup(async () => rmSync(dir, { recursive: true, force: true }));
   return dir;
+}
+
+/** The server's default for a configuration variable, as documented in src/config.ts. */
+export function defaultOf(name: string): string {
+  const variable = CONFIG_VARIABLES.find(([variableName]) => variableName === name);
+  if (!variable) throw new Error(`unknown configuration variable ${name}`);
+  return variable[1];
 }
 
 // ---------------------------------------------------------------- the server under test

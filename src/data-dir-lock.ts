@@ -1,7 +1,7 @@
 // One server per DATA_DIR: two processes appending to one LMDB log would number their
 // partitions alike and overwrite each other's entries. A pid file, as Postgres does it: a
 // stale one (its process is gone, or a zombie) is taken over.
-import { closeSync, openSync, readFileSync, unlinkSync, writeSync } from 'node:fs';
+import { closeSync, openSync, readFileSync, rmSync, unlinkSync, writeSync } from 'node:fs';
 import path from 'node:path';
 
 function isRunning(pid: number): boolean {
@@ -27,7 +27,8 @@ export function lockDataDir(dataDir: string): () => void {
       const fd = openSync(file, 'wx', 0o644);
       writeSync(fd, `${process.pid}\n`);
       closeSync(fd);
-      return () => unlinkSync(file);
+      // force: a DATA_DIR removed under the running server (a test's temp dir) must not fail the shutdown.
+      return () => rmSync(file, { force: true });
     } catch (error) {
       if ((error as NodeJS.ErrnoException).code !== 'EEXIST') throw error;
     }

@@ -274,8 +274,17 @@ function pathProbe(route: RouteSpec): fc.Arbitrary<HttpProbe> {
     traversal: `/api/../../../../etc/passwd?x=${real}`,
   };
   return fc.tuple(fc.constantFrom(...Object.keys(variants)), fc.constantFrom('GET', 'POST', 'DELETE', 'HEAD')).map(([how, method]) => ({
-    kind: `path: ${how}`, route: 'unrouted', method, path: variants[how]!, auth: 'key' as const, contentType: null, headers: {}, expectCodes: ['not_found', 'method_not_allowed'],
+    kind: `path: ${how}`, route: 'unrouted', method, path: variants[how]!, auth: 'key' as const, contentType: null, headers: {},
+    // A variant can land on another route's template (/api/events/extra is GET /api/events/{id}): a bad id there.
+    expectCodes: ['not_found', 'method_not_allowed', ...(matchesIdTemplate(method, variants[how]!) ? ['invalid_id'] : [])],
   }));
+}
+
+/** True when `path` fits a route template with an {id} segment for `method` (HEAD answers as GET). */
+function matchesIdTemplate(method: string, path: string): boolean {
+  const wanted = method === 'HEAD' ? 'GET' : method;
+  return ROUTES.some((route) => route.method === wanted && route.template.includes('{')
+    && new RegExp(`^${route.template.replace(/\{[^}]+\}/g, '[^/?]+')}$`).test(path));
 }
 
 function methodProbe(route: RouteSpec): fc.Arbitrary<HttpProbe> {
@@ -376,6 +385,13 @@ function describe(probe: HttpProbe): string {
   return `${probe.kind}: ${probe.method} ${probe.path.slice(0, 200)} auth=${probe.auth} content-type=${JSON.stringify(probe.contentType)}${headers ? ` headers: ${headers}` : ''}${body}`;
 }
 
+/** Below uWS's 4 KiB for a head in pieces, less what node:http adds (request line, host, content-length). */
+const UWS_SPLIT_HEAD_LIMIT = 4096 - 128;
+
+function headBytes(path: string, headers: Record<string, string>): number {
+  return Object.entries(headers).reduce((sum, [name, value]) => sum + name.length + value.length + 4, path.length);
+}
+
 async function sendProbe(target: FuzzTarget, probe: HttpProbe, report: BatchReport): Promise<void> {
   const headers: Record<string, string> = { ...probe.headers, ...credentials(target, probe.auth) };
   if (probe.contentType !== null) headers['content-type'] = probe.contentType;
@@ -387,10 +403,20 @@ async function sendProbe(target: FuzzTarget, probe: HttpProbe, report: BatchRepo
   try {
     reply = await rawRequest(target.server.port, { method: probe.method, path: probe.path, headers, ...(probe.body ? { body: probe.body } : {}), timeoutMs: 10_000 });
   } catch (error) {
-    // A body over the limit is refused with a 413 that closes the connection at once: a client
-    // still writing the rest may see the reset before the answer.
-    if (probe.kind === 'body: body over the limit' && /EPIPE|ECONNRESET/.test((error as Error).message)) {
+    // A body over the route's limit (whatever else is wrong with it) is refused with a 413 that
+    // closes the connection at once: a client still writing the rest may see the reset before the
+    // answer (node:http reports a reset before any answer as "socket hang up", code ECONNRESET).
+    const code = (error as NodeJS.ErrnoException).code ?? '';
+    const reset = /EPIPE|ECONNRESET/.test(`${code} ${(error as Error).message}`);
+    const limit = BODY_ROUTES.find((route) => `${route.method} ${route.template}` === probe.route)?.body.limit ?? Number.POSITIVE_INFINITY;
+    if ((probe.body?.length ?? 0) > limit && reset) {
       bump(report.outcomes, 'over-limit body cut off while sending');
+      return;
+    }
+    // uWS keeps at most 4 KiB of a request head that arrives in more than one read (a compile-time
+    // buffer); past that it closes the connection without an answer. Under load big heads get split.
+    if (headBytes(probe.path, headers) > UWS_SPLIT_HEAD_LIMIT && reset) {
+      bump(report.outcomes, 'oversized head arriving in pieces: closed by uWS');
       return;
     }
     // No answer in time, a broken connection, or (from the shared helper) an answer off the OpenAPI document.

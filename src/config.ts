@@ -67,7 +67,7 @@ export const CONFIG_VARIABLES = [
   ['EMBEDDED_POSTGRES_PORT', '54329', 'Port of the embedded Postgres (only without DATABASE_URL).'],
   ['PERSIST_WORKERS', '1', 'Piscina threads that write drained batches into Postgres (1..16).'],
   ['PERSIST_BATCH_SIZE', '2000', 'Most events in one drain batch (one INSERT).'],
-  ['PERSIST_LINGER', '100ms', 'After new appends, the drain waits this long to gather a larger batch: fewer Postgres commits and LMDB compaction commits competing with ingest for the CPU and the disk, at the cost of webhook and inbox lag (a read-your-writes read cuts the wait short); 0 drains at once.'],
+  ['PERSIST_LINGER', '100ms', 'After new appends, the drain waits this long to gather a larger batch: fewer Postgres commits and LMDB compaction commits competing with ingest for the CPU and the disk, at the cost of webhook lag (reads that must see their own writes cut the wait short); 0 drains at once.'],
   ['LOG_MAX_BACKLOG', '5000000', 'Undrained events the log may hold while Postgres is down or slow; beyond it 503 overloaded.'],
   ['RETENTION_DAYS', '7', 'Delivered, acknowledged and failed events older than this are deleted (checked at start and every minute).'],
   ['WEBHOOK_ALLOW_PRIVATE', 'false', '`true` allows webhook URLs on loopback, private and link-local addresses (local development and tests only).'],

@@ -21,7 +21,7 @@ import { spreadBarsSpec, writeChart, type SpreadBar } from './chart.ts';
 import {
   runBench,
   AUTOCANNON_VERSION, BODY, cannon, cannonPosts, commandLine, countRows, createDatabase, createKeys, datedResultFile,
-  describeFailure, filesystemOf, fmt, int, interrupted, log, machineFacts, nonDefaults, onCleanup, PacedClient, parseBenchArgs,
+  describeFailure, filesystemOf, fmt, int, interrupted, log, machineFacts, nonDefaults, onCleanup, parseBenchArgs, runSequential,
   positive, positiveList, postgresBaseUrl, postgresVersion, ROOT, runCleanups, runWrk, sleep, startListening, startServer,
   spread, spreadCell, stats, updateLatest, waitForBacklog, wrkLatency, wrkVersion, type RunningServer, type Spread, type Stats, tempDataDir,
 } from './lib.ts';
@@ -244,11 +244,10 @@ interface Measured {
   notes: string[];
 }
 
-/** One request at a time over one keep-alive connection: PacedClient with every request due at once. */
+/** The sequential test (runSequential): one request at a time over one keep-alive connection. */
 async function sequential(c: Contender): Promise<Measured> {
   const { keys, accepted: warmed } = await freshKeys(c, opts.amount);
-  const client = new PacedClient(c.server.port, keys, 'bench.compare.sequential', Number.POSITIVE_INFINITY, opts.amount, 1);
-  await client.run(opts.amount * 100 + 30_000);
+  const client = await runSequential(c.server.port, keys, 'bench.compare.sequential', opts.amount);
   const samples: number[] = [];
   let first = Number.POSITIVE_INFINITY;
   let last = 0;

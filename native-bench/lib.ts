@@ -826,6 +826,16 @@ export class PacedClient {
   }
 }
 
+/**
+ * The reference's sequential method: one keep-alive connection, one request at a time (every
+ * request due at once). Resolves with the client once every request is answered or failed.
+ */
+export async function runSequential(port: number, keys: string[], type: string, amount: number): Promise<PacedClient> {
+  const client = new PacedClient(port, keys, type, Number.POSITIVE_INFINITY, amount, 1);
+  await client.run(amount * 100 + 30_000);
+  return client;
+}
+
 /** One keep-alive connection: writes a request, parses its response (Content-Length bodies only). */
 class Socket {
   private buffer: Buffer = Buffer.alloc(0);

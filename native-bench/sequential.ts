@@ -8,7 +8,7 @@
 import { writeFileSync } from 'node:fs';
 import path from 'node:path';
 import {
-  commandLine, createDatabase, createKeys, datedResultFile, fmt, int, log, machineFacts, onCleanup, PacedClient, parseBenchArgs,
+  commandLine, createDatabase, createKeys, datedResultFile, fmt, int, log, machineFacts, onCleanup, parseBenchArgs, runSequential,
   positive, postgresBaseUrl, postgresVersion, ROOT, runCleanups, spread, spreadCell, startServer, stats, tempDataDir, updateLatest,
   type RunningServer, type Stats,
 } from './lib.ts';
@@ -67,8 +67,7 @@ const describe = (env: Record<string, string>) => Object.entries(env).map(([name
 
 /** One request at a time over one keep-alive connection; latency of each 202 in ms. */
 async function measure(subject: Subject, amount: number): Promise<Stats> {
-  const client = new PacedClient(subject.server.port, subject.keys, 'bench.sequential', Number.POSITIVE_INFINITY, amount, 1);
-  await client.run(amount * 100 + 30_000);
+  const client = await runSequential(subject.server.port, subject.keys, 'bench.sequential', amount);
   const samples: number[] = [];
   for (let i = 0; i < amount; i++) {
     if (client.status[i] === 202) samples.push(client.ackAt[i]! - client.sentAt[i]!);

@@ -11,6 +11,7 @@
 import fc from 'fast-check';
 import type { Sql } from '../../src/db/postgres.ts';
 import { assertHealthy } from '../helpers/ingest.ts';
+import { documentedTemplate } from '../helpers/openapi.ts';
 import { rawRequest, type RawReply } from '../helpers/raw-http.ts';
 import { waitFor, type TestServer } from '../helpers/server.ts';
 import { EARLY_ANSWERS, Lingering, rawAttack, sendAttack, SERVER_CLOSE_DEADLINE_MS, slowloris, type ParsedReply, type SlowOutcome } from './attacks.ts';
@@ -280,11 +281,11 @@ function pathProbe(route: RouteSpec): fc.Arbitrary<HttpProbe> {
   }));
 }
 
-/** True when `path` fits a route template with an {id} segment for `method` (HEAD answers as GET). */
+/** True when `path` lands on a route with an {id} segment for `method` (HEAD answers as GET). */
 function matchesIdTemplate(method: string, path: string): boolean {
   const wanted = method === 'HEAD' ? 'GET' : method;
-  return ROUTES.some((route) => route.method === wanted && route.template.includes('{')
-    && new RegExp(`^${route.template.replace(/\{[^}]+\}/g, '[^/?]+')}$`).test(path));
+  const template = documentedTemplate(path.split('?', 1)[0]!);
+  return template !== undefined && template.includes('{') && ROUTES.some((route) => route.method === wanted && route.template === template);
 }
 
 function methodProbe(route: RouteSpec): fc.Arbitrary<HttpProbe> {

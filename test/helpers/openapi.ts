@@ -53,6 +53,11 @@ const TEMPLATES = Object.keys(openapi.paths)
   }))
   .sort((a, b) => a.params - b.params);
 
+/** The documented path template a request path (without its query) lands on, as uWS routes it, if any. */
+export function documentedTemplate(pathname: string): string | undefined {
+  return TEMPLATES.find((candidate) => candidate.regex.test(pathname))?.template;
+}
+
 /** The documented answer of the router's fallbacks (unknown route 404, wrong method 405). */
 function fallback(code: 'not_found' | 'method_not_allowed'): Response {
   return {
@@ -83,19 +88,19 @@ function ajvErrors(errors: ErrorObject[] | null | undefined): string {
 export function contractViolation(reply: ObservedReply): string | null {
   const pathname = reply.url.split('?', 1)[0]!;
   const method = (reply.method.toUpperCase() === 'HEAD' ? 'get' : reply.method.toLowerCase()) as Method;
-  const match = TEMPLATES.find((candidate) => candidate.regex.test(pathname));
-  const operation: Operation | undefined = match ? openapi.paths[match.template]![method] : undefined;
+  const template = documentedTemplate(pathname);
+  const operation: Operation | undefined = template ? openapi.paths[template]![method] : undefined;
 
   let response: Response | undefined;
   let pointer: string;
   if (operation === undefined) {
     // Not an operation: only the router's fallbacks may answer (ROUTER_ERROR_CODES).
-    const code = match ? 'method_not_allowed' : 'not_found';
+    const code = template ? 'method_not_allowed' : 'not_found';
     if (!ROUTER_ERROR_CODES.includes(code)) return `${code} is not a router fallback code`;
-    const expected = match ? 405 : 404;
+    const expected = template ? 405 : 404;
     if (reply.status !== expected) {
-      return match
-        ? `${reply.method} is not documented on ${match.template}, yet the server answered ${reply.status} (expected 405 method_not_allowed)`
+      return template
+        ? `${reply.method} is not documented on ${template}, yet the server answered ${reply.status} (expected 405 method_not_allowed)`
         : `the path is not in the document, yet the server answered ${reply.status} (expected 404 not_found)`;
     }
     response = fallback(code);
@@ -103,9 +108,9 @@ export function contractViolation(reply: ObservedReply): string | null {
   } else {
     const responses = operation.responses;
     const key = [String(reply.status), `${String(reply.status)[0]}XX`, 'default'].find((candidate) => candidate in responses);
-    if (key === undefined) return `status ${reply.status} is not documented for ${method.toUpperCase()} ${match!.template} (documented: ${Object.keys(responses).join(', ')})`;
+    if (key === undefined) return `status ${reply.status} is not documented for ${method.toUpperCase()} ${template!} (documented: ${Object.keys(responses).join(', ')})`;
     response = resolve(responses[key]!);
-    pointer = `#/paths/${escape(match!.template)}/${method}/responses/${key}`;
+    pointer = `#/paths/${escape(template!)}/${method}/responses/${key}`;
   }
 
   for (const [name, declared] of Object.entries(response.headers ?? {})) {

@@ -136,6 +136,13 @@ class PacedStream {
   }
 }
 
+/** Distinct problems kept per stream: enough to diagnose, bounded over a long run. */
+const MAX_PROBLEMS = 20;
+
+function noteProblem(problems: Set<string>, what: string): void {
+  if (problems.size < MAX_PROBLEMS) problems.add(what);
+}
+
 /** POST /api/events/batch to the inbox orgs at `rate` events per second. */
 class BatchStream {
   /** Events whose requests have been answered (or failed), and how many of them were accepted. */
@@ -166,9 +173,9 @@ class BatchStream {
         try {
           const result = await preload(this.port, keys, due, 1, this.batchSize, BATCH_EVENT);
           this.accepted += result.accepted;
-          for (const problem of result.problems) if (this.problems.size < 20) this.problems.add(problem);
+          for (const problem of result.problems) noteProblem(this.problems, problem);
         } catch (error) {
-          if (this.problems.size < 20) this.problems.add(`batch request failed: ${String(error)}`);
+          noteProblem(this.problems, `batch request failed: ${String(error)}`);
         }
         this.sent += due;
         this.requests += requests;
@@ -201,7 +208,7 @@ class InboxConsumer {
 
   private fail(what: string): void {
     this.errors++;
-    if (this.problems.size < 20) this.problems.add(what);
+    noteProblem(this.problems, what);
   }
 
   async run(stopped: () => boolean): Promise<void> {

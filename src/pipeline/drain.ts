@@ -154,11 +154,12 @@ export class Drain {
     const deadline = Date.now() + timeoutMs;
     const release = this.progress.waitForDrain();
     while (!this.caughtUp() && Date.now() < deadline) await this.progress.nextDrain(Math.max(1, deadline - Date.now()));
-    release();
     const caughtUp = this.caughtUp();
     this.stopping = true;
     this.wake();
+    // Released only once the loop ended: else it could start a PERSIST_LINGER wait on its way out.
     await this.loop;
+    release();
     await Promise.race([Promise.allSettled(this.writes), new Promise((resolve) => setTimeout(resolve, Math.max(0, deadline - Date.now())))]);
     await this.pool.destroy();
     return caughtUp;

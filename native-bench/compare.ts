@@ -26,10 +26,19 @@ import {
   spread, spreadCell, stats, updateLatest, waitForBacklog, wrkLatency, wrkVersion, type RunningServer, type Spread, type Stats, tempDataDir,
 } from './lib.ts';
 
-const CONTENDERS = ['ts-fsync', 'ts-commit', 'rust'] as const;
+const CONTENDERS = ['ts-fsync', 'ts-commit', 'rust', 'floor', 'floor-fsync'] as const;
 type ContenderName = (typeof CONTENDERS)[number];
+/**
+ * What a contender's 202 promises. \`durable\` (the TypeScript server): every one is in Postgres once
+ * the log drained. \`queued\` (the baseline): stored later, maybe; counted. \`nothing\` (a floor).
+ */
+type StoragePromise = 'durable' | 'queued' | 'nothing';
+const PROMISES: Record<ContenderName, StoragePromise> = {
+  'ts-fsync': 'durable', 'ts-commit': 'durable', rust: 'queued', floor: 'nothing', 'floor-fsync': 'nothing',
+};
 const RUST_BINARY = path.join(ROOT, 'native-bench', 'rust-baseline', 'target', 'release', 'rust-baseline');
 const RUST_BUILD = path.join(ROOT, 'scripts', 'build-rust-baseline.sh');
+const FLOOR_SERVER = path.join('native-bench', 'floor-server.ts');
 /** Both servers allow an enterprise org 100,000 events a minute: each org gets fewer. */
 const EVENTS_PER_KEY = 90_000;
 /** The rate an unpaced run's orgs are sized for (more than either server reaches here). */
@@ -38,7 +47,7 @@ const UNPACED_CEILING = 200_000;
 const BASELINE_STILL_MS = 1_500;
 
 const USAGE = `npm run bench:compare -- [options]
-  --contenders <list>   ts-fsync,ts-commit,rust (default all three)
+  --contenders <list>   ts-fsync,ts-commit,rust,floor,floor-fsync (default all)
   --rounds <n>          rounds; each runs every test on every contender, interleaved (default 3)
   --amount <n>          requests of the sequential test (default 2000)
   --duration <s>        seconds of each max-throughput and fixed-rate run (default 10)
@@ -104,8 +113,7 @@ interface Contender {
   server: RunningServer;
   /** On the contender's own database. */
   sql: Sql;
-  /** The TypeScript server's 202 is durable: every one must be in Postgres once the log drained. */
-  durable: boolean;
+  promise: StoragePromise;
   /** 202s so far (warm-ups included), rows counted at the last check. */
   accepted: number;
   rows: number;
@@ -132,6 +140,10 @@ async function startContender(name: ContenderName, baseUrl: string): Promise<Con
   let server: RunningServer;
   if (name === 'rust') {
     server = await startListening(RUST_BINARY, [], { DATABASE_URL: database.url });
+  } else if (name === 'floor' || name === 'floor-fsync') {
+    server = await startListening(process.execPath, ['--import', 'tsx', FLOOR_SERVER], {
+      DATA_DIR: tempDataDir(opts.dataDirBase, `compare-${name}`), FLOOR_FSYNC: name === 'floor-fsync' ? '1' : '0',
+    });
   } else {
     const dataDir = tempDataDir(opts.dataDirBase, `compare-${name}`);
     server = await startServer(database.url, dataDir, { DURABILITY: name === 'ts-fsync' ? 'fsync' : 'commit' });
@@ -140,7 +152,7 @@ async function startContender(name: ContenderName, baseUrl: string): Promise<Con
   const sql = connect(database.url, { max: 1 });
   onCleanup(() => sql.end({ timeout: 5 }));
   log(`${name}: listening on :${server.port} (database ${database.name})`);
-  return { name, server, sql, durable: name !== 'rust', accepted: 0, rows: 0, keySerial: 0, dead: null };
+  return { name, server, sql, promise: PROMISES[name], accepted: 0, rows: 0, keySerial: 0, dead: null };
 }
 
 /**
@@ -166,7 +178,8 @@ async function freshKeys(c: Contender, events: number): Promise<{ keys: string[]
 }
 
 async function rowCount(c: Contender): Promise<number> {
-  if (c.durable) return countRows(c.sql);
+  if (c.promise === 'nothing') return 0;
+  if (c.promise === 'durable') return countRows(c.sql);
   const [row] = await c.sql<{ n: number }[]>`select count(*)::int as n from baseline_events`;
   return row!.n;
 }
@@ -183,16 +196,18 @@ interface Stored {
 
 /**
  * After a run: the TypeScript server's log drained (backlog 0), then its rows; the baseline's rows
- * once they reach its 202s or stop growing (at most --baseline-wait). Waiting also keeps one
- * contender's storing out of the next contender's run.
+ * once they reach its 202s or stop growing (at most --baseline-wait); a floor has none. Waiting also
+ * keeps one contender's storing out of the next contender's run.
  */
 async function settle(c: Contender, accepted: number): Promise<Stored> {
   const started = Date.now();
   c.accepted += accepted;
   let rows: number;
-  if (c.durable) {
+  if (c.promise === 'durable') {
     await waitForBacklog(c.server.port, 120_000);
     rows = await rowCount(c);
+  } else if (c.promise === 'nothing') {
+    rows = 0;
   } else {
     rows = await rowCount(c);
     let grewAt = Date.now();
@@ -334,9 +349,9 @@ async function runOne(test: TestName, c: Contender, round: number, wrk: string |
     problem: null,
     notes: measured.notes,
   };
-  if (c.durable && stored.rows < stored.accepted) {
+  if (c.promise === 'durable' && stored.rows < stored.accepted) {
     run.problem = `LOST: ${int(stored.accepted - stored.rows)} of ${int(stored.accepted)} events answered 202 are not in Postgres after the drain`;
-  } else if (c.durable && stored.rows > stored.accepted) {
+  } else if (c.promise === 'durable' && stored.rows > stored.accepted) {
     // The tool stopped with requests in flight (or gave up on them): the server took them anyway.
     run.notes.push(`${int(stored.rows - stored.accepted)} more rows than counted 202s (requests in flight when the tool stopped)`);
   }
@@ -354,7 +369,8 @@ function progressLine(run: Run): string {
   const head = `round ${run.round}/${opts.rounds} · ${run.test} · ${run.contender}`;
   if (run.stored === null) return `${head}: ${run.problem}`;
   const l = run.latency;
-  const stored = run.contender === 'rust'
+  const promise = PROMISES[run.contender];
+  const stored = promise === 'nothing' ? 'stores nothing' : promise === 'queued'
     ? `rows ${int(run.stored.totalRows)} of ${int(run.stored.totalAccepted)} 202s so far (waited ${(run.stored.waitedMs / 1000).toFixed(1)} s)`
     : `rows +${int(run.stored.rows)} for ${int(run.stored.accepted)} 202s${run.problem ? ` — ${run.problem}` : ''}`;
   return `${head}: ${int(run.perSecond)} req/s, P50 ${ms(l.p50)} P99 ${ms(l.p99)} ms, non-202 ${run.non202}, errors ${run.errors}; ${stored}`;
@@ -403,9 +419,9 @@ function storedTable(contenders: Contender[], runs: Run[]): string {
     '| contender | 202s (all runs and warm-ups) | rows in Postgres at the end | difference | runs with a lost 202 |',
     '|---|---:|---:|---:|---:|',
   ];
-  for (const c of contenders) {
+  for (const c of contenders.filter(({ promise }) => promise !== 'nothing')) {
     const lost = runs.filter((r) => r.contender === c.name && r.problem?.startsWith('LOST')).length;
-    lines.push(`| ${c.name} | ${int(c.accepted)} | ${int(c.rows)} | ${int(c.rows - c.accepted)} | ${c.durable ? lost : 'n/a (not durable)'} |`);
+    lines.push(`| ${c.name} | ${int(c.accepted)} | ${int(c.rows)} | ${int(c.rows - c.accepted)} | ${c.promise === 'durable' ? lost : 'n/a (not durable)'} |`);
   }
   return lines.join('\n');
 }
@@ -416,7 +432,8 @@ function runsTable(runs: Run[]): string {
     '|---:|---|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---|---|',
   ];
   for (const r of runs) {
-    const stored = r.stored === null ? '' : r.contender === 'rust'
+    const promise = PROMISES[r.contender];
+    const stored = r.stored === null || promise === 'nothing' ? '' : promise === 'queued'
       ? `${int(r.stored.totalRows)} / ${int(r.stored.totalAccepted)} (all so far)`
       : `${int(r.stored.rows)} / ${int(r.stored.accepted)}`;
     const notes = [...(r.problem ? [`**${r.problem}**`] : []), ...r.notes].join('; ').replace(/\|/g, '\\|');
@@ -574,6 +591,9 @@ async function main(): Promise<void> {
     `Contenders: ${opts.contenders.map((c) => `\`${c}\``).join(', ')}. \`ts-fsync\` and \`ts-commit\` are this server (\`node --import tsx src/main.ts\`) with`,
     '`DURABILITY=fsync` (202 after the LMDB commit and flush) and `DURABILITY=commit` (after the commit). `rust` is native-bench/rust-baseline:',
     'the same routes in Rust (tokio, hyper), answering 202 **after queueing the event in memory** — not durable; it stores into `baseline_events`.',
+    '`floor` and `floor-fsync` are native-bench/floor-server.ts: the same Node and uWebSockets.js build answering 202 after reading the body and',
+    'nothing else (no key, rate limit, parse or storage); `floor-fsync` first makes each event-loop turn\'s bodies durable with one `pwrite` +',
+    '`fdatasync` into a file written out in advance (the cheapest durable 202). They show what the stack and the disk cost before any work.',
     'All servers run side by side, each with a fresh database on the same Postgres. Each run gets fresh enterprise orgs (100,000 events/min each;',
     `one org per ${int(EVENTS_PER_KEY)} requests the run may send, unpaced runs sized for ${int(UNPACED_CEILING)} req/s) so no rate limit caps a run, and one event`,
     'per org before the run puts its key in the server\'s cache.',
@@ -623,6 +643,7 @@ async function main(): Promise<void> {
     `- This run: \`${command}\``,
     '- `ts-fsync` / `ts-commit`: `PORT=0 HOST=127.0.0.1 DURABILITY=fsync|commit DATA_DIR=<temp dir> DATABASE_URL=<fresh database> ADMIN_TOKEN=<random> node --import tsx src/main.ts`',
     `- \`rust\`: \`PORT=0 HOST=127.0.0.1 DATABASE_URL=<fresh database> ADMIN_TOKEN=<random> ${path.relative(ROOT, RUST_BINARY)}\` (built by \`npm run rust-baseline\`)`,
+    `- \`floor\` / \`floor-fsync\`: \`PORT=0 HOST=127.0.0.1 FLOOR_FSYNC=0|1 DATA_DIR=<temp dir> node --import tsx ${FLOOR_SERVER}\``,
     `- Max throughput: autocannon ${AUTOCANNON_VERSION} (Node API) \`{connections: ${opts.connections}, duration: ${opts.duration}, pipelining: 1, timeout: 10}\`, POST /api/events, keys rotated per request`,
     ...(wrk ? [`- Max throughput: \`wrk -t ${Math.min(opts.wrkThreads ?? os.cpus().length, opts.connections)} -c ${opts.connections} -d ${opts.duration}s --timeout 10s -s native-bench/wrk-post.lua http://127.0.0.1:<port>/api/events -- nodedup <keys>\``] : []),
     `- Fixed rates: the autocannon options above plus \`overallRate: <rate>\``,
@@ -637,7 +658,7 @@ async function main(): Promise<void> {
       title: 'TypeScript server vs Rust baseline',
       subtitle: [
         `bars: median over ${opts.rounds} round(s), whiskers: min–max · ${new Date().toISOString().slice(0, 16)}Z · ${os.cpus().length} × ${os.cpus()[0]?.model.trim() ?? 'CPU'}`,
-        'rust answers 202 before storing (not durable); ts-fsync after fsync; ts-commit after the LMDB commit',
+        'rust answers 202 before storing (not durable); ts-fsync after fsync; ts-commit after the LMDB commit; floor: uWS answering, no work',
       ],
       bars: chartBars(runs, tests),
       seriesTitle: 'contender',

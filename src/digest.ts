@@ -1,13 +1,15 @@
 // The only importer of hash-wasm. Hashers are created once (async, WASM instantiation)
 // and then used synchronously on the request path.
-import { createSHA256, createXXHash128, type IHasher } from 'hash-wasm';
+import { createCRC32, createSHA256, createXXHash128, type IHasher } from 'hash-wasm';
 
 let sha256: IHasher | undefined;
 let xxhash128: IHasher | undefined;
+let crc32: IHasher | undefined;
 
 export async function initDigests(): Promise<void> {
   sha256 ??= await createSHA256();
   xxhash128 ??= await createXXHash128();
+  crc32 ??= await createCRC32();
 }
 
 function ready(hasher: IHasher | undefined): IHasher {
@@ -35,4 +37,12 @@ export function dedupKey(orgNum: number, dedupId: string): Buffer {
   key.writeUInt32BE(orgNum, 0);
   key.set(hasher.digest('binary'), 4);
   return key;
+}
+
+/** CRC-32 of a journal frame: finds a frame torn by a power loss. */
+export function checksum(data: Uint8Array): number {
+  const hasher = ready(crc32);
+  hasher.init();
+  hasher.update(data);
+  return Buffer.from(hasher.digest('binary')).readUInt32BE(0);
 }

@@ -17,12 +17,15 @@ import { Dispatcher } from './delivery/dispatcher.ts';
 import { loadSecretKey } from './delivery/secrets.ts';
 import { assertPortFree, freePort } from './http/uws.ts';
 import { lockDataDir } from './data-dir-lock.ts';
+import { closeLeftOpen, journalDir, pruneDrained } from './log/journal.ts';
+import { discardLog, logDistrust, markLogState, rebuildLog } from './log/recovery.ts';
 import { createLogger } from './logger.ts';
 import { CONTROL, createSharedBuffers, type AcceptorInit, type AcceptorToMain, type MainToAcceptor } from './protocol.ts';
 
 const DEDUP_SWEEP_INTERVAL_MS = 60_000;
 const RETENTION_INTERVAL_MS = 60_000;
 const UTILIZATION_SAMPLE_MS = 1_000;
+const JOURNAL_PRUNE_INTERVAL_MS = 10_000;
 const RETENTION_BATCH = 1_000;
 
 /** Runs a background chore now and on an interval; its failures are logged, never thrown. */
@@ -100,15 +103,25 @@ async function main(config: Config): Promise<void> {
     : null;
   const databaseUrl = config.databaseUrl ?? embedded!.url;
 
+  const distrust = logDistrust(config.dataDir);
+  if (distrust !== null) {
+    logger.warn({ reason: distrust }, 'the log may be torn: rebuilding it from the journal and Postgres');
+    discardLog(config.dataDir);
+  }
   const shared = createSharedBuffers(config.rateLimitSlots);
   const ctx = await createContext(config, databaseUrl, shared, 0);
   const applied = await migrate(ctx.sql);
   if (applied.length > 0) logger.info({ applied }, 'migrations applied');
+  if (distrust !== null) await rebuildLog(ctx.log, config.dataDir, config.dedupWindowMs, ctx.sql, logger);
   // Migrations just ran: the database is up until the drain finds otherwise.
   Atomics.store(ctx.control, CONTROL.DATABASE_UP, 1);
 
   const port = config.port === 0 && config.acceptorThreads > 1 ? await freePort(config.host) : config.port;
   ctx.log.recover();
+  const journal = journalDir(config.dataDir);
+  closeLeftOpen(journal, (partition) => ctx.log.progress.issuedUpTo(partition));
+  // From here until a clean shutdown, a new boot id means the log may be torn.
+  markLogState(config.dataDir, false);
   const acceptor = await startAcceptor(ctx, port);
   const threads = await Promise.all(
     Array.from({ length: config.acceptorThreads - 1 }, (_, i) =>
@@ -135,6 +148,7 @@ async function main(config: Config): Promise<void> {
     every(DEDUP_SWEEP_INTERVAL_MS, () => ctx.log.sweepExpiredDedup(Date.now()), 'dedup sweep'),
     every(RETENTION_INTERVAL_MS, () => deleteExpired(ctx.sql, config.retentionDays), 'retention'),
     every(UTILIZATION_SAMPLE_MS, () => drain.sampleUtilization(), 'utilization sample'),
+    every(JOURNAL_PRUNE_INTERVAL_MS, () => pruneDrained(journal, (partition) => ctx.log.progress.drainedUpTo(partition)), 'journal prune'),
   ];
 
   Atomics.store(ctx.control, CONTROL.READY, 1);
@@ -154,6 +168,7 @@ async function main(config: Config): Promise<void> {
     await dispatcher.stop(config.shutdownDrainMs);
     await deliverySql.end({ timeout: 5 });
     await ctx.log.close();
+    markLogState(config.dataDir, true);
     await embedded?.stop();
     unlockDataDir();
     logger.info('stopped');

@@ -103,3 +103,21 @@ export async function deleteFinished(sql: Sql, beforeId: string, limit: number):
       limit ${limit})`;
   return result.count;
 }
+
+export interface DedupRow {
+  id: string;
+  dedup_id: string;
+  org_num: number;
+  received_ms: number;
+}
+
+/**
+ * Every event with a dedup_id received after `sinceMs`, with its org's number, `batch` rows at a
+ * time: what the log's dedup index is rebuilt from after a power loss (a rare, full scan).
+ */
+export async function forEachDedupRow(sql: Sql, sinceMs: number, batch: number, each: (rows: DedupRow[]) => void): Promise<void> {
+  await sql<DedupRow[]>`
+    select e.id, e.dedup_id, o.num as org_num, round(extract(epoch from e.received_at) * 1000)::float8 as received_ms
+    from events e join organizations o on o.id = e.organization_id
+    where e.dedup_id is not null and e.received_at > to_timestamp(${sinceMs} / 1000.0)`.cursor(batch, each);
+}

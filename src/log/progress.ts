@@ -46,6 +46,10 @@ export class LogProgress {
     }
   }
 
+  issuedUpTo(partition: number): number {
+    return Number(Atomics.load(this.issued, partition));
+  }
+
   resolvedUpTo(partition: number): number {
     return Number(Atomics.load(this.resolved, partition));
   }

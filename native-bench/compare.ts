@@ -483,8 +483,8 @@ function rustFacts(): string[] {
 
 /**
  * The disk's own floor for a durable 202: `pwrite` of 200 bytes + `fdatasync` into a preallocated
- * file where the servers keep DATA_DIR, one at a time. An fsync-mode answer cannot beat this;
- * an LMDB commit flushes twice (data pages, then the meta page).
+ * file where the servers keep DATA_DIR, one at a time. An fsync-mode answer waits for one such
+ * flush (of its journal) and cannot beat this.
  */
 function flushFloor(dir: string, count = 2000): Stats {
   const file = path.join(dir, `flush-floor-${process.pid}`);
@@ -589,7 +589,7 @@ async function main(): Promise<void> {
     '## How',
     '',
     `Contenders: ${opts.contenders.map((c) => `\`${c}\``).join(', ')}. \`ts-fsync\` and \`ts-commit\` are this server (\`node --import tsx src/main.ts\`) with`,
-    '`DURABILITY=fsync` (202 after the LMDB commit and flush) and `DURABILITY=commit` (after the commit). `rust` is native-bench/rust-baseline:',
+    '`DURABILITY=fsync` (202 after the LMDB commit and the journal flush) and `DURABILITY=commit` (after the commit). `rust` is native-bench/rust-baseline:',
     'the same routes in Rust (tokio, hyper), answering 202 **after queueing the event in memory** — not durable; it stores into `baseline_events`.',
     '`floor` and `floor-fsync` are native-bench/floor-server.ts: the same Node and uWebSockets.js build answering 202 after reading the body and',
     'nothing else (no key, rate limit, parse or storage); `floor-fsync` first makes each event-loop turn\'s bodies durable with one `pwrite` +',

@@ -58,7 +58,7 @@ export const CONFIG_VARIABLES = [
   ['DATABASE_URL', '(embedded)', 'Postgres connection string. Unset: an embedded Postgres under DATA_DIR/postgres.'],
   ['ACCEPTOR_THREADS', '1', 'HTTP acceptor threads (1..64) sharing the port via SO_REUSEPORT.'],
   ['ADMIN_TOKEN', '(unset)', 'When set, POST /api/keys/generate needs `Authorization: Bearer <ADMIN_TOKEN>`. Unset: the route is open and a warning is logged at start.'],
-  ['DURABILITY', 'fsync', '`fsync`: 202 after the commit is flushed to disk (survives power loss). `commit`: 202 after the LMDB commit (survives kill -9 only).'],
+  ['DURABILITY', 'fsync', '`fsync`: 202 after the LMDB commit and the events are flushed to disk, in the journal (survives power loss). `commit`: 202 after the LMDB commit (survives kill -9 only).'],
   ['DEDUP_WINDOW', '24h', 'How long a dedup_id is remembered (e.g. 90s, 30m, 24h, 7d).'],
   ['LOG_LEVEL', 'info', 'fatal, error, warn, info, debug, trace or silent.'],
   ['LOG_MAX_IN_FLIGHT', '16384', 'Uncommitted appends allowed at once; beyond it POST /api/events answers 503 overloaded.'],

@@ -166,7 +166,7 @@ export function summaryMarkdown(result: SoakResult, options: { title: string; no
     row('log backlog (events)', (s) => s.backlog, 0),
     row('drain lag (ms)', (s) => s.drainLagMs, 1),
     row('webhook backlog (events)', (s) => s.webhookBacklog, 0),
-    row('inbox unacked (events)', (s) => s.inboxPending, 0),
+    row('inbox unacked (events, fewest in each second)', (s) => s.inboxPending, 0),
     row('inbox read + ack cycle (ms)', (s) => s.inboxMs, 1),
     row('accepted (events/s)', (s) => s.acceptedPerS, 0),
     '',

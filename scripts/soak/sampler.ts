@@ -33,7 +33,7 @@ export interface Sample {
   deliveredPerS: number;
   /** Accepted events of the webhook orgs not yet received by their endpoint. */
   webhookBacklog: number;
-  /** Accepted events of the inbox orgs not yet acknowledged. */
+  /** Accepted events of the inbox orgs not yet acknowledged: the fewest in the last second. */
   inboxPending: number;
   /** Slowest inbox read + ack cycle in the last second (0 when none finished). */
   inboxMs: number;
@@ -50,8 +50,8 @@ export interface LoadCounters {
   designed429: number;
   webhookAccepted: number;
   delivered: number;
-  inboxAccepted: number;
-  acked: number;
+  /** Fewest accepted inbox-org events not yet acknowledged, since the previous call. */
+  inboxUnacked: number;
   /** Slowest inbox cycle since the previous call. */
   inboxMaxMs: number;
 }
@@ -125,7 +125,7 @@ export class Sampler {
       acceptedPerS: perSecond(accepted, previous.accepted),
       deliveredPerS: perSecond(load.delivered, previous.delivered),
       webhookBacklog: load.webhookAccepted - load.delivered,
-      inboxPending: load.inboxAccepted - load.acked,
+      inboxPending: load.inboxUnacked,
       inboxMs: load.inboxMaxMs,
       scrapeMs,
       errors: load.errors,

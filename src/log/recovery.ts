@@ -98,9 +98,10 @@ export async function rebuildLog(log: EventLog, dataDir: string, dedupWindowMs: 
   }
   let events = 0;
   const written = new Set<string>();
-  for (const [partition, entries] of byPartition) {
+  for (const [partition, found] of byPartition) {
+    // A rebuild cut short by another power loss leaves its rewritten segment beside the old ones.
+    const entries = found.sort((a, b) => a[0] - b[0]).filter((entry, i) => i === 0 || entry[0] !== found[i - 1]![0]);
     if (entries.length === 0) continue;
-    entries.sort((a, b) => a[0] - b[0]);
     log.restoreEntries(partition, entries);
     written.add(writeClosedSegment(dir, partition, entries));
     events += entries.length;

@@ -185,9 +185,9 @@ export class EventLog {
   }
 
   /**
-   * Rebuild after a power loss, into a fresh log: one partition's journaled entries, undrained
-   * (the drain re-inserts those already in Postgres, which changes nothing), with the watermark
-   * just below the first.
+   * Rebuild after a power loss, into a fresh log: journaled entries of one partition, undrained
+   * (the drain re-inserts those already in Postgres, which changes nothing). An entry met twice
+   * is put twice, to the same effect.
    */
   restoreEntries(partition: number, entries: readonly JournalEntry[]): void {
     this.root.transactionSync(() => {
@@ -195,8 +195,12 @@ export class EventLog {
         this.putEntry(partition, seq, record);
         if (dedupKey !== null) this.restoreDedupEntry(dedupKey, record[0], record[5]);
       }
-      this.meta.putSync(['drained', partition], entries[0]![0] - 1);
     });
+  }
+
+  /** Rebuild after a power loss: the partition's watermark, just below its first restored entry. */
+  restoreWatermark(partition: number, drainedSeq: number): void {
+    this.root.transactionSync(() => this.meta.putSync(['drained', partition], drainedSeq));
   }
 
   /** Rebuild after a power loss: dedup entries of events in Postgres. */

@@ -106,24 +106,9 @@ function closedName(dir: string, partition: number, firstSeq: number, lastSeq: n
   return path.join(dir, `${partition}-${firstSeq}-${lastSeq}.closed`);
 }
 
-/**
- * Writes `entries` (one partition's, in seq order) as one closed segment, durably, replacing any
- * segment of the same name; returns its file. Used by the rebuild after a power loss.
- */
-export function writeClosedSegment(dir: string, partition: number, entries: readonly JournalEntry[]): string {
-  mkdirSync(dir, { recursive: true });
-  const file = closedName(dir, partition, entries[0]![0], entries.at(-1)![0]);
-  const temporary = `${file}.tmp`;
-  const fd = openSync(temporary, 'w');
-  try {
-    writeSync(fd, encodeFrame(entries));
-    fdatasyncSync(fd);
-  } finally {
-    closeSync(fd);
-  }
-  renameSync(temporary, file);
-  syncDirectory(dir);
-  return file;
+/** Renames a segment left open to its closed name; `lastSeq` must be at least its last entry's. */
+export function closeSegmentFile(dir: string, segment: Segment, lastSeq: number): void {
+  renameSync(segment.file, closedName(dir, segment.partition, segment.firstSeq, lastSeq));
 }
 
 /**
@@ -131,8 +116,8 @@ export function writeClosedSegment(dir: string, partition: number, entries: read
  * be appended to again. `lastIssued` bounds what any of them holds.
  */
 export function closeLeftOpen(dir: string, lastIssued: (partition: number) => number): void {
-  for (const { partition, firstSeq, lastSeq, file } of listSegments(dir)) {
-    if (lastSeq === null) renameSync(file, closedName(dir, partition, firstSeq, Math.max(firstSeq, lastIssued(partition))));
+  for (const segment of listSegments(dir)) {
+    if (segment.lastSeq === null) closeSegmentFile(dir, segment, Math.max(segment.firstSeq, lastIssued(segment.partition)));
   }
 }
 

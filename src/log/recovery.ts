@@ -14,7 +14,7 @@ import type { Sql } from '../db/postgres.ts';
 import { dedupKey } from '../digest.ts';
 import { forEachDedupRow } from '../events/store.ts';
 import type { EventLog } from './event-log.ts';
-import { journalDir, listSegments, readSegment, syncDirectory, writeClosedSegment, type JournalEntry } from './journal.ts';
+import { closeSegmentFile, journalDir, listSegments, readSegment, syncDirectory } from './journal.ts';
 
 const BOOT_ID_FILE = '/proc/sys/kernel/random/boot_id';
 const DEDUP_ROWS_PER_BATCH = 5_000;
@@ -75,9 +75,10 @@ export function discardLog(dataDir: string): void {
 }
 
 /**
- * Refills a fresh log: dedup entries from Postgres, then every journaled entry (undrained, so the
- * drain re-inserts it idempotently). The journal is rewritten as one closed segment per partition,
- * so its names match the rebuilt sequence numbers.
+ * Refills a fresh log, one segment at a time: dedup entries from Postgres, then every journaled
+ * entry (undrained, so the drain re-inserts it idempotently). Each partition's watermark goes just
+ * below its first entry. A segment left open is closed under its last whole entry; one with no
+ * whole entry is deleted.
  */
 export async function rebuildLog(log: EventLog, dataDir: string, dedupWindowMs: number, sql: Sql, logger: Logger): Promise<void> {
   let dedups = 0;
@@ -87,26 +88,23 @@ export async function rebuildLog(log: EventLog, dataDir: string, dedupWindowMs: 
   });
   const dir = journalDir(dataDir);
   const segments = listSegments(dir);
-  const byPartition = new Map<number, JournalEntry[]>();
+  const firstSeqs = new Map<number, number>();
+  let events = 0;
   let torn = 0;
   for (const segment of segments) {
     const { entries, torn: isTorn } = readSegment(segment.file);
     if (isTorn) torn++;
-    const partition = byPartition.get(segment.partition) ?? [];
-    partition.push(...entries);
-    byPartition.set(segment.partition, partition);
-  }
-  let events = 0;
-  const written = new Set<string>();
-  for (const [partition, found] of byPartition) {
-    // A rebuild cut short by another power loss leaves its rewritten segment beside the old ones.
-    const entries = found.sort((a, b) => a[0] - b[0]).filter((entry, i) => i === 0 || entry[0] !== found[i - 1]![0]);
-    if (entries.length === 0) continue;
-    log.restoreEntries(partition, entries);
-    written.add(writeClosedSegment(dir, partition, entries));
+    if (entries.length === 0) {
+      unlinkSync(segment.file);
+      continue;
+    }
+    log.restoreEntries(segment.partition, entries);
     events += entries.length;
+    // A segment's entries are in seq order: its thread wrote them as it issued them.
+    const first = entries[0]![0];
+    firstSeqs.set(segment.partition, Math.min(first, firstSeqs.get(segment.partition) ?? first));
+    if (segment.lastSeq === null) closeSegmentFile(dir, segment, entries.at(-1)![0]);
   }
-  // Only now: every entry they held is in a segment just written.
-  for (const { file } of segments) if (!written.has(file)) unlinkSync(file);
+  for (const [partition, first] of firstSeqs) log.restoreWatermark(partition, first - 1);
   logger.warn({ events, dedupEntries: dedups, segments: segments.length, tornSegments: torn }, 'log rebuilt from the journal and Postgres');
 }

@@ -26,7 +26,7 @@ export type JournalEntry = [seq: number, record: LogRecord, dedupKey: Buffer | n
 const FRAME_HEAD_BYTES = 8;
 /** A segment closes when full or this old, so the drained ones can be deleted a segment at a time. */
 const SEGMENT_BYTES = 16 << 20;
-export const SEGMENT_MAX_AGE_MS = 60_000;
+const SEGMENT_MAX_AGE_MS = 60_000;
 const ZERO_CHUNK = Buffer.alloc(1 << 20);
 
 export interface Segment {
@@ -122,18 +122,10 @@ export function closeLeftOpen(dir: string, lastIssued: (partition: number) => nu
 }
 
 /** Deletes the closed segments whose every entry the drain has passed (so is in Postgres). */
-export function pruneDrained(dir: string, drainedUpTo: (partition: number) => number): number {
-  let deleted = 0;
+export function pruneDrained(dir: string, drainedUpTo: (partition: number) => number): void {
   for (const { partition, lastSeq, file } of listSegments(dir)) {
-    if (lastSeq === null || lastSeq > drainedUpTo(partition)) continue;
-    try {
-      unlinkSync(file);
-      deleted++;
-    } catch (error) {
-      if ((error as NodeJS.ErrnoException).code !== 'ENOENT') throw error;
-    }
+    if (lastSeq !== null && lastSeq <= drainedUpTo(partition)) unlinkSync(file);
   }
-  return deleted;
 }
 
 /** Writes `bytes` of zeros into a new file and flushes it, off the thread (libuv's pool). */
